@@ -1,0 +1,1 @@
+//! The Trellis helper: see the helper issue. Intentionally empty until then.

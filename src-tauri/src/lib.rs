@@ -1,0 +1,1 @@
+//! The Trellis desktop app: arrives with the desktop-app issue.

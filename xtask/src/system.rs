@@ -1,0 +1,41 @@
+//! The machine around the tasks: Debian packages the tests need, and running commands.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages the test suite needs beyond the Rust toolchain.
+pub const TEST_PACKAGES: &[&str] = &[];
+
+/// Installs the Debian packages among `packages` that are missing (needs root and apt).
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !is_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("==> installing Debian packages: {}", missing.join(" "));
+    run("apt-get", &["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    run("apt-get", &args).context("installing packages failed; run `cargo xtask` as root on Debian 12")
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Runs a command with inherited output and fails with its name if it fails.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("could not start `{program}`"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
