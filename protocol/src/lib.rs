@@ -13,6 +13,7 @@
 mod encoding;
 pub mod ids;
 pub mod invite;
+pub mod ipc;
 pub mod keys;
 pub mod overlay;
 pub mod sealed;

@@ -30,10 +30,8 @@ fn is_installed(package: &str) -> bool {
 
 /// Runs a command with inherited output and fails with its name if it fails.
 pub fn run(program: &str, args: &[&str]) -> Result<()> {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .with_context(|| format!("could not start `{program}`"))?;
+    let status =
+        Command::new(program).args(args).status().with_context(|| format!("could not start `{program}`"))?;
     if !status.success() {
         bail!("`{program} {}` failed ({status})", args.join(" "));
     }
