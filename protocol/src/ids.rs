@@ -92,10 +92,24 @@ random_id!(
     "network id"
 );
 random_id!(
-    /// A device's membership in a network, assigned by the server when it joins.
+    /// A device, named by its public key (see [`DeviceId::of_key`]): the same in every
+    /// network it belongs to, so that no table is needed to map one to the other.
     DeviceId,
     "device id"
 );
+
+impl DeviceId {
+    /// The id of the device holding `key`: the first 128 bits of a domain-separated
+    /// SHA-256 of the key.
+    pub fn of_key(key: &crate::PublicKey) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest =
+            Sha256::new().chain_update(b"trellis-device-id-v1").chain_update(key.as_bytes()).finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(bytes)
+    }
+}
 
 /// An invite, as its owner lists and revokes it. It is the non-secret first group of
 /// the invite code (see [`crate::invite`]), so it never reveals the whole code.

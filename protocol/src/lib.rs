@@ -23,9 +23,20 @@ pub mod signal;
 /// each other with a clear message instead of misreading each other's messages.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest WebSocket message either side accepts, in bytes. Every legitimate message
-/// (the largest is a member list of a full network page) stays far below it.
+/// Largest message a device may send to the signal server, in bytes. Every legitimate
+/// request (the largest is a sealed envelope of at most 16 KiB) stays far below it.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Largest message the server sends (a welcome listing every member of every network of
+/// a device): [`MAX_NETWORKS_PER_DEVICE`] × [`MAX_NETWORK_MEMBERS`] members of ~300 bytes.
+pub const MAX_SERVER_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Most members of one network: Trellis is for friends and small teams, and every member
+/// keeps a tunnel to every other.
+pub const MAX_NETWORK_MEMBERS: usize = 1000;
+
+/// Most networks one device can be a member of.
+pub const MAX_NETWORKS_PER_DEVICE: usize = 32;
 
 pub use ids::{DeviceId, DeviceName, InviteId, NetworkId, NetworkName};
 pub use invite::{InviteCode, InviteTicket, ServerAddr};

@@ -294,6 +294,10 @@ pub enum ErrorCode {
     /// The device was removed from this network by its owner and cannot rejoin it.
     Banned,
     AddressPoolExhausted,
+    /// The network has [`crate::MAX_NETWORK_MEMBERS`] members.
+    NetworkFull,
+    /// The device is in [`crate::MAX_NETWORKS_PER_DEVICE`] networks already.
+    TooManyNetworks,
     UnknownNetwork,
     UnknownDevice,
     UnknownInvite,

@@ -5,7 +5,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
-pub const TEST_PACKAGES: &[&str] = &[];
+/// openssl: the signal server's TLS test makes a throwaway certificate with it.
+pub const TEST_PACKAGES: &[&str] = &["openssl"];
 
 /// Installs the Debian packages among `packages` that are missing (needs root and apt).
 pub fn ensure_packages(packages: &[&str]) -> Result<()> {
