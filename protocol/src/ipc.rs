@@ -116,6 +116,9 @@ impl IpcError {
 pub enum IpcErrorCode {
     Malformed,
     VersionMismatch,
+    /// The connecting user may not control the helper (not root, not its owner, not in the
+    /// `trellis` group); the helper closes the connection after saying so.
+    PermissionDenied,
     /// The request needs a network and the device is in none.
     NoNetwork,
     /// The device is already in a network (leave it first).

@@ -16,6 +16,7 @@ pub mod invite;
 pub mod ipc;
 pub mod keys;
 pub mod overlay;
+pub mod peer;
 pub mod sealed;
 pub mod signal;
 

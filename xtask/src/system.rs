@@ -6,7 +6,9 @@ use anyhow::{bail, Context, Result};
 
 /// Debian packages the test suite needs beyond the Rust toolchain.
 /// openssl: the signal server's TLS test makes a throwaway certificate with it.
-pub const TEST_PACKAGES: &[&str] = &["openssl"];
+/// iproute2 and iputils-ping: the helper's namespace smoke test builds its network and pings across it.
+/// nftables: the end-to-end tests' NAT routers.
+pub const TEST_PACKAGES: &[&str] = &["openssl", "iproute2", "iputils-ping", "nftables"];
 
 /// Installs the Debian packages among `packages` that are missing (needs root and apt).
 pub fn ensure_packages(packages: &[&str]) -> Result<()> {
@@ -35,6 +37,19 @@ pub fn run(program: &str, args: &[&str]) -> Result<()> {
         Command::new(program).args(args).status().with_context(|| format!("could not start `{program}`"))?;
     if !status.success() {
         bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Fails with a clear sentence unless this runs as root with /dev/net/tun.
+pub fn require_root_and_tun(what: &str) -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        bail!("{what} makes network namespaces and TUN devices: run it as root (sudo -E cargo xtask ...)");
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        bail!("{what} needs /dev/net/tun (load the tun module: modprobe tun)");
     }
     Ok(())
 }

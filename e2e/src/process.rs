@@ -1,0 +1,113 @@
+//! Processes in namespaces, waiting on conditions, and the binaries under test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::netns::Netns;
+
+/// Every wait ends here: generous for a loaded 2-core CI machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A process in a namespace, its output going to a log file; killed when dropped.
+#[derive(Debug)]
+pub struct Process {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(ns: &Netns, name: &str, program: &Path, args: &[&str], logs: &Path) -> Self {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = ns
+            .command(program.to_str().unwrap())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { name: name.into(), child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails with the log if the process died.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("{} exited ({status}):\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+impl Process {
+    /// Lets the process run on after this value is gone.
+    pub fn detach(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- {} log -----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// Waits until `check` returns `Some`, polling; panics with `what` at the deadline.
+pub fn wait_for<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    wait_for_within(what, DEADLINE, check)
+}
+
+/// [`wait_for`] with its own deadline.
+pub fn wait_for_within<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100)); // polling interval, not synchronization
+    }
+}
+
+/// Where the real binaries are: `TRELLIS_E2E_BIN_DIR` (set by `cargo xtask test`, which
+/// builds them first), else built here once per test run. Either way they come from their
+/// own `cargo build` in the `e2e` profile: `cargo test` compiles the helper with a
+/// test-only mock clock for WireGuard that must never reach a binary carrying traffic.
+/// The nested build uses its own target directory, whose lock the outer `cargo test`
+/// does not hold.
+pub fn binaries() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("TRELLIS_E2E_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        let root = workspace_root();
+        let target = root.join("target").join("e2e-build");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--profile", "e2e", "-p", "trellis-helper", "-p", "trellis-signal", "--bins"])
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the e2e binaries failed");
+        target.join("e2e")
+    })
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e sits in the workspace").to_path_buf()
+}

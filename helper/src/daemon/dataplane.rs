@@ -1,0 +1,217 @@
+//! The data plane: one task that owns the sans-IO [`Engine`], the UDP socket and the
+//! TUN device, feeds the engine from all three and from commands, and drains its
+//! outputs. Everything else talks to it through [`Dataplane`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use trellis_protocol::peer::PeerSignal;
+use trellis_protocol::{OverlayIp, OverlayNet, PublicKey};
+use x25519_dalek::StaticSecret;
+
+use crate::engine::{Engine, EngineConfig, EngineEvent, PeerConfig, PeerStatus, RelayServer};
+use crate::tun::TunDevice;
+
+/// Largest datagram or packet read at once (jumbo-safe).
+const BUFFER_BYTES: usize = 65536;
+/// When the engine asks for no wake-up, look again after this long anyway.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub enum Command {
+    SetPeers(Vec<PeerConfig>),
+    SetRelay(Option<RelayServer>),
+    Signal(PublicKey, PeerSignal),
+    Ping(PublicKey, oneshot::Sender<Result<(), String>>),
+    Peers(oneshot::Sender<Vec<PeerStatus>>),
+}
+
+/// What the data plane tells the daemon.
+#[derive(Debug)]
+pub enum Output {
+    /// To be sealed and sent to the peer through the signal server.
+    Signal(PublicKey, PeerSignal),
+    Event(EngineEvent),
+}
+
+/// Debug leaves the secret out.
+pub struct DataplaneConfig {
+    pub secret: StaticSecret,
+    pub my_ip: OverlayIp,
+    pub range: OverlayNet,
+    pub tun_name: String,
+    /// UDP port for ICE and WireGuard; 0 picks a free one.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for DataplaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataplaneConfig")
+            .field("my_ip", &self.my_ip)
+            .field("range", &self.range)
+            .field("tun_name", &self.tun_name)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub struct Dataplane {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+    pub my_ip: OverlayIp,
+    pub port: u16,
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        // Dropping the task drops the TUN device, which removes the interface.
+        self.task.abort();
+    }
+}
+
+impl Dataplane {
+    pub async fn start(config: DataplaneConfig, outputs: mpsc::Sender<Output>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, config.port))
+            .await
+            .with_context(|| format!("cannot open UDP port {}", config.port))?;
+        let port = udp.local_addr()?.port();
+        let host_addrs = host_addresses(port, config.range);
+        let tun = TunDevice::create(&config.tun_name, config.my_ip, config.range)?;
+        tracing::info!(port, candidates = ?host_addrs, "data plane up");
+        let engine = Engine::new(
+            EngineConfig { secret: config.secret, my_ip: config.my_ip, host_addrs: host_addrs.clone() },
+            Instant::now(),
+        );
+        let (commands, command_rx) = mpsc::channel(256);
+        let task = tokio::spawn(run(engine, udp, tun, host_addrs, command_rx, outputs));
+        Ok(Self { commands, task, my_ip: config.my_ip, port })
+    }
+
+    pub async fn send(&self, command: Command) {
+        let _ = self.commands.send(command).await;
+    }
+
+    pub async fn peers(&self) -> Vec<PeerStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Peers(tx)).await;
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// The machine's own addresses on the overlay's UDP port: the host candidates. The
+/// overlay's own addresses and loopback are left out.
+fn host_addresses(port: u16, overlay: OverlayNet) -> Vec<SocketAddr> {
+    let mut found: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|iface| match iface.ip() {
+            IpAddr::V4(v4) if !v4.is_loopback() && !overlay.contains(v4) && !v4.is_link_local() => {
+                Some(SocketAddr::new(IpAddr::V4(v4), port))
+            }
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Which host candidate a datagram from `from` arrived on. The socket is bound to all
+/// addresses and does not report the destination, so the best guess is the host
+/// address sharing the longest prefix with the sender.
+fn local_for(host_addrs: &[SocketAddr], from: SocketAddr, port: u16) -> SocketAddr {
+    let common = |a: &SocketAddr| match (a.ip(), from.ip()) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => (u32::from(x) ^ u32::from(y)).leading_zeros(),
+        _ => 0,
+    };
+    host_addrs
+        .iter()
+        .max_by_key(|a| common(a))
+        .copied()
+        .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+}
+
+async fn run(
+    mut engine: Engine,
+    udp: UdpSocket,
+    tun: TunDevice,
+    host_addrs: Vec<SocketAddr>,
+    mut commands: mpsc::Receiver<Command>,
+    outputs: mpsc::Sender<Output>,
+) {
+    let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut udp_buf = vec![0u8; BUFFER_BYTES];
+    let mut tun_buf = vec![0u8; BUFFER_BYTES];
+    loop {
+        let wake = engine.poll_timeout().unwrap_or_else(|| Instant::now() + IDLE_WAKE);
+        tokio::select! {
+            received = udp.recv_from(&mut udp_buf) => match received {
+                Ok((n, from)) => {
+                    let local = local_for(&host_addrs, from, port);
+                    engine.handle_datagram(local, from, &udp_buf[..n], Instant::now());
+                }
+                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            },
+            read = tun.recv(&mut tun_buf) => match read {
+                Ok(n) => engine.handle_tun_packet(&tun_buf[..n], Instant::now()),
+                Err(e) => {
+                    tracing::error!(error = %e, "the TUN device failed; stopping the data plane");
+                    return;
+                }
+            },
+            command = commands.recv() => {
+                let now = Instant::now();
+                match command {
+                    None => return,
+                    Some(Command::SetPeers(peers)) => engine.set_peers(&peers, now),
+                    Some(Command::SetRelay(relay)) => engine.set_relay(relay, now),
+                    Some(Command::Signal(from, signal)) => engine.handle_signal(from, signal, now),
+                    Some(Command::Ping(peer, reply)) => {
+                        let _ = reply.send(engine.ping(&peer, now).map_err(|e| e.to_string()));
+                    }
+                    Some(Command::Peers(reply)) => { let _ = reply.send(engine.peers(now)); }
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                engine.handle_timeout(Instant::now());
+            }
+        }
+        while let Some(transmit) = engine.poll_transmit() {
+            if let Err(e) = udp.send_to(&transmit.payload, transmit.dst).await {
+                tracing::debug!(dst = %transmit.dst, error = %e, "UDP send failed");
+            }
+        }
+        while let Some(packet) = engine.poll_tun_packet() {
+            if let Err(e) = tun.send(&packet).await {
+                tracing::debug!(error = %e, "TUN write failed");
+            }
+        }
+        while let Some((peer, signal)) = engine.poll_signal() {
+            if outputs.try_send(Output::Signal(peer, signal)).is_err() {
+                tracing::warn!(peer = %peer.short(), "signal queue full; ICE will retry");
+            }
+        }
+        while let Some(event) = engine.poll_event() {
+            let _ = outputs.try_send(Output::Event(event));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_are_attributed_to_the_closest_host_address() {
+        let hosts: Vec<SocketAddr> =
+            vec!["192.0.2.10:5000".parse().unwrap(), "198.51.100.7:5000".parse().unwrap()];
+        assert_eq!(local_for(&hosts, "198.51.100.99:4000".parse().unwrap(), 5000), hosts[1]);
+        assert_eq!(local_for(&hosts, "192.0.2.1:4000".parse().unwrap(), 5000), hosts[0]);
+        assert_eq!(local_for(&[], "192.0.2.1:4000".parse().unwrap(), 5000), "0.0.0.0:5000".parse().unwrap());
+    }
+}

@@ -1,0 +1,8 @@
+//! Engine tests on an in-memory network with a fake clock (see `net`).
+
+mod connect;
+mod health;
+mod mesh;
+mod net;
+mod sessions;
+mod turn_server;

@@ -1,0 +1,257 @@
+//! The helper's connection to `trellis-signal`: proof of key, requests with ids,
+//! membership events and sealed peer signal.
+//!
+//! [`SignalClient::connect`] authenticates and returns the [`Welcome`]; afterwards
+//! [`SignalClient::request`] may be called from any task, and server events arrive on
+//! the receiver returned with the client. When the connection drops, the receiver
+//! ends and pending requests fail with [`SignalError::Disconnected`]; reconnecting
+//! (with backoff) is the daemon's job.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use trellis_protocol::keys::auth_proof;
+use trellis_protocol::signal::{ApiError, ClientMessage, Event, Request, Response, ServerMessage, Welcome};
+use trellis_protocol::{PublicKey, ServerAddr, MAX_SERVER_MESSAGE_BYTES, PROTOCOL_VERSION};
+use x25519_dalek::StaticSecret;
+
+/// How long connecting and authenticating may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for its answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// A ping this often keeps NAT mappings alive and notices a dead server.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// No frame at all for this long: the connection is dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("cannot reach the signal server at {server}: {detail}")]
+    Unreachable { server: String, detail: String },
+    #[error("the signal server {server} refused this device: {error}")]
+    Refused { server: String, error: ApiError },
+    #[error("the signal server {server} spoke unexpectedly: {detail}")]
+    Protocol { server: String, detail: String },
+    #[error("the signal server did not answer in time")]
+    Timeout,
+    #[error("the connection to the signal server was lost")]
+    Disconnected,
+    #[error("{0}")]
+    Api(ApiError),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, ApiError>>>>>;
+
+#[derive(Debug, Clone)]
+pub struct SignalClient {
+    outgoing: mpsc::Sender<ClientMessage>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    pub server_key: PublicKey,
+}
+
+impl SignalClient {
+    /// Connects, authenticates with `secret`, and starts the connection task.
+    pub async fn connect(
+        server: &ServerAddr,
+        secret: &StaticSecret,
+    ) -> Result<(Self, Welcome, mpsc::Receiver<Event>), SignalError> {
+        let name = server.to_string();
+        let unreachable = |detail: String| SignalError::Unreachable { server: name.clone(), detail };
+        let work = async {
+            let tcp = tokio::net::TcpStream::connect((server.host.as_str(), server.port))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .max_message_size(Some(MAX_SERVER_MESSAGE_BYTES))
+                .max_frame_size(Some(MAX_SERVER_MESSAGE_BYTES));
+            let url = server.websocket_url();
+            if server.secure {
+                let tls = tls_connect(&server.host, tcp).await.map_err(|e| unreachable(e.to_string()))?;
+                let (ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(config))
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?;
+                Self::start(&name, ws, secret).await
+            } else {
+                let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?;
+                Self::start(&name, ws, secret).await
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, work).await.map_err(|_| SignalError::Timeout)?
+    }
+
+    async fn start<S>(
+        name: &str,
+        mut ws: WebSocketStream<S>,
+        secret: &StaticSecret,
+    ) -> Result<(Self, Welcome, mpsc::Receiver<Event>), SignalError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let protocol = |detail: String| SignalError::Protocol { server: name.to_string(), detail };
+        let (server_key, challenge) = match next_message(&mut ws).await? {
+            ServerMessage::Challenge { version, server_key, challenge } => {
+                if version != PROTOCOL_VERSION {
+                    return Err(protocol(format!(
+                        "it speaks signal protocol {version}, this helper {PROTOCOL_VERSION}; update the older one"
+                    )));
+                }
+                (server_key, challenge)
+            }
+            other => return Err(protocol(format!("expected a challenge, got {other:?}"))),
+        };
+        let device_key = PublicKey::of(secret);
+        let proof = auth_proof(secret, &server_key, &challenge, &device_key, &server_key)
+            .map_err(|e| protocol(e.to_string()))?;
+        let hello = ClientMessage::Authenticate { version: PROTOCOL_VERSION, device_key, proof };
+        ws.send(Message::Text(serde_json::to_string(&hello).expect("encodes").into()))
+            .await
+            .map_err(|_| SignalError::Disconnected)?;
+        let welcome = match next_message(&mut ws).await? {
+            ServerMessage::Welcome(welcome) => welcome,
+            ServerMessage::Error { error } => {
+                return Err(SignalError::Refused { server: name.to_string(), error })
+            }
+            other => return Err(protocol(format!("expected a welcome, got {other:?}"))),
+        };
+        let (outgoing, outgoing_rx) = mpsc::channel(64);
+        let (events_tx, events) = mpsc::channel(256);
+        let pending: Pending = Arc::default();
+        tokio::spawn(run(ws, outgoing_rx, events_tx, pending.clone()));
+        let client = Self { outgoing, pending, next_id: Arc::new(AtomicU64::new(1)), server_key };
+        Ok((client, welcome, events))
+    }
+
+    pub async fn request(&self, body: Request) -> Result<Response, SignalError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending lock").insert(id, tx);
+        if self.outgoing.send(ClientMessage::Request { id, body }).await.is_err() {
+            self.pending.lock().expect("pending lock").remove(&id);
+            return Err(SignalError::Disconnected);
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result.map_err(SignalError::Api),
+            Ok(Err(_)) => Err(SignalError::Disconnected),
+            Err(_) => {
+                self.pending.lock().expect("pending lock").remove(&id);
+                Err(SignalError::Timeout)
+            }
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        !self.outgoing.is_closed()
+    }
+}
+
+async fn next_message<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Result<ServerMessage, SignalError> {
+    loop {
+        match ws.next().await {
+            None | Some(Err(_)) => return Err(SignalError::Disconnected),
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text).map_err(|e| SignalError::Protocol {
+                    server: String::new(),
+                    detail: format!("unreadable message: {e}"),
+                })
+            }
+            Some(Ok(Message::Close(_))) => return Err(SignalError::Disconnected),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The connection task: writes requests, routes responses to their waiters and
+/// events to the daemon, pings, and ends everything when the connection dies.
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: WebSocketStream<S>,
+    mut outgoing: mpsc::Receiver<ClientMessage>,
+    events: mpsc::Sender<Event>,
+    pending: Pending,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                last_heard = tokio::time::Instant::now();
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                match serde_json::from_str::<ServerMessage>(&text) {
+                    Ok(ServerMessage::Response { id, result }) => {
+                        if let Some(waiter) = pending.lock().expect("pending lock").remove(&id) {
+                            let _ = waiter.send(result.into());
+                        }
+                    }
+                    Ok(ServerMessage::Event { event }) => {
+                        if events.send(event).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(ServerMessage::Error { error }) => {
+                        tracing::warn!(code = ?error.code, "signal server: {}", error.message);
+                    }
+                    Ok(other) => tracing::debug!(?other, "unexpected message from the signal server"),
+                    Err(e) => tracing::warn!(error = %e, "unreadable message from the signal server"),
+                }
+            }
+            message = outgoing.recv() => {
+                let Some(message) = message else { break };
+                let text = serde_json::to_string(&message).expect("client messages encode");
+                if sink.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    tracing::warn!("the signal server went silent; dropping the connection");
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // Dropping the waiters fails their requests with Disconnected.
+    pending.lock().expect("pending lock").clear();
+    let _ = sink.close().await;
+}
+
+async fn tls_connect(
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Box<dyn std::error::Error + Send + Sync>>
+{
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err("no trusted root certificates found on this system".into());
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?)
+}
