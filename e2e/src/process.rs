@@ -25,7 +25,7 @@ impl Process {
         let child = ns
             .command(program.to_str().unwrap())
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,trellis_helper::signal=debug,trellis_helper::daemon=debug")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

@@ -173,8 +173,9 @@ impl Daemon {
                 Ok(IpcResponse::Status { status: self.status() })
             }
             IpcRequest::SetServer { server } => {
-                if self.persisted().membership.is_some() && self.persisted().server.as_ref() != Some(&server)
-                {
+                // One lock at a time: two guards in one expression would deadlock.
+                let current = self.persisted().clone();
+                if current.membership.is_some() && current.server.as_ref() != Some(&server) {
                     return Err(error(
                         IpcErrorCode::AlreadyInNetwork,
                         "this device is in a network on another server; leave it first",

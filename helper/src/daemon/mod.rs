@@ -267,18 +267,22 @@ impl Daemon {
         relay_port: u16,
     ) {
         *self.relay_target.lock().expect("relay lock") = Some((relay_host, relay_port));
-        self.refresh_relay().await;
-        let mut refresh = tokio::time::interval(RELAY_REFRESH);
-        refresh.reset();
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(event) => self.on_server_event(event).await,
-                    None => break,
-                },
-                _ = refresh.tick() => self.refresh_relay().await,
+        // Credentials come in their own task: a request waits for the connection, which
+        // this loop must keep draining.
+        let refresher = tokio::spawn({
+            let daemon = self.clone();
+            async move {
+                let mut refresh = tokio::time::interval(RELAY_REFRESH);
+                loop {
+                    refresh.tick().await;
+                    daemon.refresh_relay().await;
+                }
             }
+        });
+        while let Some(event) = events.recv().await {
+            self.on_server_event(event).await;
         }
+        refresher.abort();
         tracing::warn!("lost the signal server; tunnels keep running from the cache");
         self.signal.lock().expect("signal lock").take();
         self.set_notice(Some("the signal server is unreachable; reconnecting".into()));

@@ -24,8 +24,11 @@ use x25519_dalek::StaticSecret;
 
 /// How long connecting and authenticating may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a request waits for its answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a request waits for its answer. The server answers a change only once it is
+/// on disk, and an fsync behind a lot of unrelated writeback can take seconds.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Server events waiting for the daemon before the connection is dropped and resynced.
+const EVENT_QUEUE: usize = 4096;
 /// A ping this often keeps NAT mappings alive and notices a dead server.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// No frame at all for this long: the connection is dead.
@@ -125,7 +128,7 @@ impl SignalClient {
             other => return Err(protocol(format!("expected a welcome, got {other:?}"))),
         };
         let (outgoing, outgoing_rx) = mpsc::channel(64);
-        let (events_tx, events) = mpsc::channel(256);
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let pending: Pending = Arc::default();
         tokio::spawn(run(ws, outgoing_rx, events_tx, pending.clone()));
         let client = Self { outgoing, pending, next_id: Arc::new(AtomicU64::new(1)), server_key };
@@ -195,15 +198,22 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 };
                 match serde_json::from_str::<ServerMessage>(&text) {
                     Ok(ServerMessage::Response { id, result }) => {
+                        tracing::debug!(id, "signal response");
                         if let Some(waiter) = pending.lock().expect("pending lock").remove(&id) {
                             let _ = waiter.send(result.into());
                         }
                     }
-                    Ok(ServerMessage::Event { event }) => {
-                        if events.send(event).await.is_err() {
+                    // Never wait for the daemon here: responses must keep flowing even
+                    // while it is busy (it may itself be waiting on one). A daemon that falls
+                    // this far behind reconnects and gets the whole state in the welcome.
+                    Ok(ServerMessage::Event { event }) => match events.try_send(event) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!("the helper fell behind on server events; reconnecting");
                             break;
                         }
-                    }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    },
                     Ok(ServerMessage::Error { error }) => {
                         tracing::warn!(code = ?error.code, "signal server: {}", error.message);
                     }
@@ -213,6 +223,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             message = outgoing.recv() => {
                 let Some(message) = message else { break };
+                if let ClientMessage::Request { id, body } = &message {
+                    tracing::debug!(id, op = request_name(body), "signal request");
+                }
                 let text = serde_json::to_string(&message).expect("client messages encode");
                 if sink.send(Message::Text(text.into())).await.is_err() {
                     break;
@@ -254,4 +267,21 @@ async fn tls_connect(
             .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?)
+}
+
+/// The request's name, for logs that must not carry its contents.
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::CreateNetwork { .. } => "create_network",
+        Request::Join { .. } => "join",
+        Request::CreateInvite { .. } => "create_invite",
+        Request::ListInvites { .. } => "list_invites",
+        Request::RevokeInvite { .. } => "revoke_invite",
+        Request::ListMembers { .. } => "list_members",
+        Request::Rename { .. } => "rename",
+        Request::Leave { .. } => "leave",
+        Request::RemoveDevice { .. } => "remove_device",
+        Request::Signal { .. } => "signal",
+        Request::TurnCredentials => "turn_credentials",
+    }
 }
