@@ -127,6 +127,29 @@ impl Daemon {
             .ok_or_else(|| error(IpcErrorCode::ServerUnreachable, "the connection dropped at once"))
     }
 
+    fn ensure_no_network(&self) -> Result<(), IpcError> {
+        match self.persisted().membership.as_ref() {
+            Some(m) => Err(error(
+                IpcErrorCode::AlreadyInNetwork,
+                format!("this device is already in network {:?}; leave it first", m.network.name.as_str()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a membership the server just granted (created or joined) as this device's.
+    async fn adopt(&self, membership: Membership) -> Result<IpcResponse, IpcError> {
+        self.update(|p| {
+            p.membership = Some(membership);
+            p.wants_up = true;
+            p.removed = None;
+        })
+        .map_err(internal)?;
+        self.set_notice(None);
+        self.apply_membership().await;
+        Ok(IpcResponse::Status { status: self.status() })
+    }
+
     fn set_server(&self, server: Option<ServerAddr>) -> Result<(), IpcError> {
         let Some(server) = server else { return Ok(()) };
         if self.persisted().server.as_ref() != Some(&server) {
@@ -185,15 +208,7 @@ impl Daemon {
                 Ok(IpcResponse::Done)
             }
             IpcRequest::CreateNetwork { name, server, range } => {
-                if let Ok(m) = self.membership() {
-                    return Err(error(
-                        IpcErrorCode::AlreadyInNetwork,
-                        format!(
-                            "this device is already in network {:?}; leave it first",
-                            m.network.name.as_str()
-                        ),
-                    ));
-                }
+                self.ensure_no_network()?;
                 self.set_server(server)?;
                 self.update(|p| p.wants_up = true).map_err(internal)?;
                 let client = self.client().await?;
@@ -205,24 +220,10 @@ impl Daemon {
                 let Response::NetworkCreated { membership } = response else {
                     return Err(internal(format!("unexpected answer {response:?}")));
                 };
-                self.update(|p| {
-                    p.membership = Some(membership);
-                    p.removed = None;
-                })
-                .map_err(internal)?;
-                self.apply_membership().await;
-                Ok(IpcResponse::Status { status: self.status() })
+                self.adopt(membership).await
             }
             IpcRequest::Join { ticket } => {
-                if let Ok(m) = self.membership() {
-                    return Err(error(
-                        IpcErrorCode::AlreadyInNetwork,
-                        format!(
-                            "this device is already in network {:?}; leave it first",
-                            m.network.name.as_str()
-                        ),
-                    ));
-                }
+                self.ensure_no_network()?;
                 self.set_server(ticket.server.clone())?;
                 // Wanting to be up first: the supervisor drops connections nobody wants.
                 self.update(|p| p.wants_up = true).map_err(internal)?;
@@ -235,15 +236,7 @@ impl Daemon {
                 let Response::Joined { membership } = response else {
                     return Err(internal(format!("unexpected answer {response:?}")));
                 };
-                self.update(|p| {
-                    p.membership = Some(membership);
-                    p.wants_up = true;
-                    p.removed = None;
-                })
-                .map_err(internal)?;
-                self.set_notice(None);
-                self.apply_membership().await;
-                Ok(IpcResponse::Status { status: self.status() })
+                self.adopt(membership).await
             }
             IpcRequest::CreateInvite { max_uses, expires_in_secs } => {
                 let network = self.membership()?.network.id;
