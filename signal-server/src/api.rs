@@ -219,7 +219,14 @@ async fn answer(service: Arc<Service>, session: &Arc<Session>, text: Utf8Bytes) 
         Ok(message) => message,
         Err(e) => {
             let error = ApiError::new(ErrorCode::Malformed, format!("not a valid request: {e}"));
-            return ServerMessage::Error { error };
+            // A request whose id can still be read gets its answer under that id, so the
+            // client's waiter fails at once instead of timing out.
+            let id =
+                serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v.get("id")?.as_u64());
+            return match id {
+                Some(id) => ServerMessage::Response { id, result: ApiResult::Err(error) },
+                None => ServerMessage::Error { error },
+            };
         }
     };
     let ClientMessage::Request { id, body } = message else {

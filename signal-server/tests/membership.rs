@@ -177,7 +177,13 @@ async fn bad_input_gets_clear_errors_and_the_connection_stays_usable() {
 
     let expect_error = |code| {
         move |message: Option<ServerMessage>| match message {
-            Some(ServerMessage::Error { error }) => assert_eq!(error.code, code, "{}", error.message),
+            // Answered under the request's id when it can be read, else as a bare error.
+            Some(ServerMessage::Error { error })
+            | Some(ServerMessage::Response {
+                result: trellis_protocol::signal::ApiResult::Err(error), ..
+            }) => {
+                assert_eq!(error.code, code, "{}", error.message)
+            }
             other => panic!("expected a {code:?} error, got {other:?}"),
         }
     };

@@ -27,6 +27,9 @@ fn error(code: IpcErrorCode, message: impl Into<String>) -> IpcError {
 fn from_signal(e: SignalError) -> IpcError {
     match e {
         SignalError::Api(ApiError { code, message }) => error(IpcErrorCode::Server(code), message),
+        SignalError::Refused { error: ApiError { code, message }, .. } => {
+            error(IpcErrorCode::Server(code), message)
+        }
         SignalError::Timeout => error(IpcErrorCode::Timeout, e.to_string()),
         other => error(IpcErrorCode::ServerUnreachable, other.to_string()),
     }
@@ -354,13 +357,37 @@ impl Daemon {
         self.pings.lock().expect("pings lock").entry(key).or_default().push(tx);
         let (sent_tx, sent_rx) = oneshot::channel();
         dp.send(Command::Ping(key, sent_tx)).await;
-        sent_rx.await.map_err(internal)?.map_err(|e| error(IpcErrorCode::UnknownPeer, e))?;
-        match tokio::time::timeout(PING_TIMEOUT, rx).await {
-            Ok(Ok(rtt)) => Ok(rtt),
-            _ => Err(error(
-                IpcErrorCode::Timeout,
-                format!("no reply through the tunnel within {} s", PING_TIMEOUT.as_secs()),
-            )),
+        let sent =
+            sent_rx.await.map_err(internal).and_then(|r| r.map_err(|e| error(IpcErrorCode::UnknownPeer, e)));
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(PING_TIMEOUT, rx).await.ok().and_then(Result::ok),
+            Err(e) => {
+                drop(rx);
+                self.drop_ping_waiters(&key);
+                return Err(e);
+            }
+        };
+        match answer {
+            Some(rtt) => Ok(rtt),
+            None => {
+                self.drop_ping_waiters(&key);
+                Err(error(
+                    IpcErrorCode::Timeout,
+                    format!("no reply through the tunnel within {} s", PING_TIMEOUT.as_secs()),
+                ))
+            }
+        }
+    }
+
+    /// Forgets the waiters of a ping that failed or timed out (closed ones only: a
+    /// concurrent ping to the same peer keeps waiting).
+    fn drop_ping_waiters(&self, key: &PublicKey) {
+        let mut pings = self.pings.lock().expect("pings lock");
+        if let Some(waiters) = pings.get_mut(key) {
+            waiters.retain(|w| !w.is_closed());
+            if waiters.is_empty() {
+                pings.remove(key);
+            }
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Daemon {
     secret: StaticSecret,
     pub key: PublicKey,
     persisted: Mutex<Persisted>,
+    /// Held while the state is written to disk (see [`Daemon::update`]).
+    saving: Mutex<()>,
     signal: Mutex<Option<SignalClient>>,
     dataplane: Mutex<Option<Arc<Dataplane>>>,
     sealer: Mutex<Sealer>,
@@ -103,6 +105,7 @@ impl Daemon {
             secret,
             key,
             persisted: Mutex::new(persisted),
+            saving: Mutex::new(()),
             signal: Mutex::new(None),
             dataplane: Mutex::new(None),
             notice: Mutex::new(None),
@@ -126,15 +129,26 @@ impl Daemon {
     }
 
     /// Changes the persisted state, saves it (flushed) and wakes the supervisor.
+    ///
+    /// Readers never wait for the disk: the state lock is held only to change memory. The
+    /// save lock keeps writers in order, and each save writes the newest state, so the disk
+    /// never ends up older than memory. Nobody hears of the change before it is on disk.
     fn update(&self, change: impl FnOnce(&mut Persisted)) -> Result<Persisted, crate::state::StateError> {
+        let _in_order = self.saving.lock().expect("save lock");
         let snapshot = {
             let mut persisted = self.persisted();
-            let mut next = persisted.clone();
-            change(&mut next);
-            self.state.save(&next)?;
-            *persisted = next.clone();
-            next
+            change(&mut persisted);
+            persisted.clone()
         };
+        let save = || self.state.save(&snapshot);
+        // fsync can take long; let the runtime move other tasks off this worker meanwhile.
+        let on_multi_thread_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_multi_thread_runtime {
+            tokio::task::block_in_place(save)?;
+        } else {
+            save()?;
+        }
         self.wake.notify_one();
         self.publish_status();
         Ok(snapshot)
@@ -255,13 +269,13 @@ impl Daemon {
         let _ = self.update(|p| p.membership = current);
         self.apply_membership().await;
         let relay_host = welcome.relay_host.clone().unwrap_or_else(|| server.host.clone());
-        drop(client);
-        tokio::spawn(self.clone().pump_server_events(events, relay_host, welcome.relay_port));
+        tokio::spawn(self.clone().pump_server_events(client, events, relay_host, welcome.relay_port));
         Ok(())
     }
 
     async fn pump_server_events(
         self: Arc<Self>,
+        client: SignalClient,
         mut events: mpsc::Receiver<Event>,
         relay_host: String,
         relay_port: u16,
@@ -284,7 +298,13 @@ impl Daemon {
         }
         refresher.abort();
         tracing::warn!("lost the signal server; tunnels keep running from the cache");
-        self.signal.lock().expect("signal lock").take();
+        {
+            // Only this pump's connection: a newer one may already have replaced it.
+            let mut slot = self.signal.lock().expect("signal lock");
+            if slot.as_ref().is_some_and(|c| c.same_connection(&client)) {
+                slot.take();
+            }
+        }
         self.set_notice(Some("the signal server is unreachable; reconnecting".into()));
         self.wake.notify_one();
     }

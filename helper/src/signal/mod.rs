@@ -44,6 +44,8 @@ pub enum SignalError {
     Protocol { server: String, detail: String },
     #[error("the signal server did not answer in time")]
     Timeout,
+    #[error("could not connect to the signal server at {server} within {} s", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimeout { server: String },
     #[error("the connection to the signal server was lost")]
     Disconnected,
     #[error("{0}")]
@@ -90,7 +92,9 @@ impl SignalClient {
                 Self::start(&name, ws, secret).await
             }
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, work).await.map_err(|_| SignalError::Timeout)?
+        tokio::time::timeout(CONNECT_TIMEOUT, work)
+            .await
+            .map_err(|_| SignalError::ConnectTimeout { server: server.to_string() })?
     }
 
     async fn start<S>(
@@ -139,18 +143,27 @@ impl SignalClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending lock").insert(id, tx);
-        if self.outgoing.send(ClientMessage::Request { id, body }).await.is_err() {
-            self.pending.lock().expect("pending lock").remove(&id);
-            return Err(SignalError::Disconnected);
-        }
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(result)) => result.map_err(SignalError::Api),
-            Ok(Err(_)) => Err(SignalError::Disconnected),
-            Err(_) => {
-                self.pending.lock().expect("pending lock").remove(&id);
-                Err(SignalError::Timeout)
+        let exchange = async {
+            self.outgoing
+                .send(ClientMessage::Request { id, body })
+                .await
+                .map_err(|_| SignalError::Disconnected)?;
+            match rx.await {
+                Ok(result) => result.map_err(SignalError::Api),
+                Err(_) => Err(SignalError::Disconnected),
             }
+        };
+        let result =
+            tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.unwrap_or(Err(SignalError::Timeout));
+        if result.is_err() {
+            self.pending.lock().expect("pending lock").remove(&id);
         }
+        result
+    }
+
+    /// Whether `other` is a handle of the same connection.
+    pub fn same_connection(&self, other: &SignalClient) -> bool {
+        Arc::ptr_eq(&self.pending, &other.pending)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -242,7 +255,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-    // Dropping the waiters fails their requests with Disconnected.
+    // No new request may queue now; then dropping the waiters fails theirs with
+    // Disconnected, instead of leaving them to time out.
+    outgoing.close();
     pending.lock().expect("pending lock").clear();
     let _ = sink.close().await;
 }
