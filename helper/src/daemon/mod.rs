@@ -176,8 +176,12 @@ impl Daemon {
         let mut backoff = BACKOFF_FIRST;
         loop {
             let persisted = self.persisted().clone();
-            self.reconcile_dataplane(&persisted).await;
-            let mut wait = None;
+            let dataplane_ok = self.reconcile_dataplane(&persisted).await;
+            // A data plane that could not start (TUN busy, port taken) is tried again.
+            let mut wait = (!dataplane_ok).then_some(backoff);
+            if !dataplane_ok {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
             if persisted.wants_up && self.signal_client().is_none() {
                 if let Some(server) = persisted.server.clone() {
                     match self.connect(&server).await {
@@ -194,7 +198,8 @@ impl Daemon {
                     }
                 }
             }
-            if !persisted.wants_up {
+            // Read afresh: an IPC request may have asked to be up meanwhile.
+            if !self.persisted().wants_up {
                 self.signal.lock().expect("signal lock").take();
             }
             match wait {
@@ -207,7 +212,8 @@ impl Daemon {
     }
 
     /// Starts or stops the data plane to match `persisted`.
-    async fn reconcile_dataplane(&self, persisted: &Persisted) {
+    /// Returns false when a wanted data plane failed to start.
+    async fn reconcile_dataplane(&self, persisted: &Persisted) -> bool {
         let wanted = persisted.wants_up.then_some(()).and(persisted.membership.as_ref());
         let running = self.dataplane();
         match (wanted, running) {
@@ -241,11 +247,13 @@ impl Daemon {
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the data plane");
                         self.set_notice(Some(format!("cannot start the tunnel: {e:#}")));
+                        return false;
                     }
                 }
             }
             _ => {}
         }
+        true
     }
 
     /// Connects to `server`, adopts the welcome and starts pumping its events.
