@@ -1,8 +1,10 @@
 //! Developer tasks for Trellis, run as `cargo xtask <task>` from anywhere in the repository.
 //!
-//! * `test`: formatting, lints and every test of the workspace (what CI runs).
+//! * `test`: formatting, lints, every test of the workspace and the quick bench (what CI runs).
 //! * `demo`: two helpers behind NATs join by invite code and talk through the tunnel.
+//! * `bench`: throughput, latency and resource figures against wireguard-go and boringtun.
 
+mod bench;
 mod demo;
 mod system;
 
@@ -17,6 +19,8 @@ tasks:
   test    check formatting, run clippy with -D warnings, then every test of the workspace
   demo    start a signal server and two helpers behind NATs (in network namespaces),
           join them by invite code and ping through the tunnel [--keep | --clean]
+  bench   Trellis against wireguard-go and boringtun-cli, join time, helper and signal
+          server resources: one table with floors marked PASS/FAIL [--quick]
 ";
 
 fn main() -> ExitCode {
@@ -24,6 +28,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => run_tests(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        // Started by `bench` inside the signal server's namespace, not by people.
+        Some("bench-signal-load") => bench::loadgen::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -58,9 +65,13 @@ fn run_tests(args: &[String]) -> Result<()> {
             // seconds. Write it back first so test timings reflect the code, not the disk.
             system::run("sync", &[])?;
         }
-        println!("==> [{}/{}] {what}: cargo {}", i + 1, steps.len(), cargo_args.join(" "));
+        println!("==> [{}/{}] {what}: cargo {}", i + 1, steps.len() + 1, cargo_args.join(" "));
         system::run("cargo", cargo_args)?;
     }
+    // The benchmarks' quick check: the bench runs and Trellis carries traffic. Its figures
+    // are printed, never asserted (see docs/PERFORMANCE.md).
+    println!("==> [{n}/{n}] bench: cargo xtask bench --quick", n = steps.len() + 1);
+    bench::run(&["--quick".to_string()])?;
     println!("==> all checks passed");
     Ok(())
 }

@@ -10,6 +10,10 @@ use anyhow::{bail, Context, Result};
 /// nftables: the end-to-end tests' NAT routers.
 pub const TEST_PACKAGES: &[&str] = &["openssl", "iproute2", "iputils-ping", "nftables"];
 
+/// Debian packages `cargo xtask bench` needs beyond [`TEST_PACKAGES`]: iperf3 for throughput,
+/// and wireguard-go with wg (wireguard-tools) as the userspace WireGuard to compare with.
+pub const BENCH_PACKAGES: &[&str] = &["iperf3", "wireguard-go", "wireguard-tools"];
+
 /// Installs the Debian packages among `packages` that are missing (needs root and apt).
 pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages.iter().copied().filter(|p| !is_installed(p)).collect();
