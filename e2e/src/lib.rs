@@ -15,13 +15,19 @@ pub mod topology;
 pub use netns::{namespaces_with_prefix, remove_namespace, unique, veth, Netns};
 pub use process::{binaries, wait_for, wait_for_within, workspace_root, Process, DEADLINE};
 
-/// Whether the test may run: root is needed for namespaces and TUN devices. Under
-/// CI=true a missing privilege fails the test; elsewhere it says loudly that it skips.
-pub fn privileged_or_explain(test: &str) -> bool {
+/// Whether this process runs as root, and whether /dev/net/tun exists: what namespaces and
+/// TUN devices need.
+pub fn root_and_tun() -> (bool, bool) {
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false);
-    let tun = Path::new("/dev/net/tun").exists();
+    (root, Path::new("/dev/net/tun").exists())
+}
+
+/// Whether the test may run: root is needed for namespaces and TUN devices. Under
+/// CI=true a missing privilege fails the test; elsewhere it says loudly that it skips.
+pub fn privileged_or_explain(test: &str) -> bool {
+    let (root, tun) = root_and_tun();
     if root && tun {
         return true;
     }

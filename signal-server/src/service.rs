@@ -153,11 +153,6 @@ impl Service {
         &self.server_secret
     }
 
-    /// Whether `device` may use the relay: it is a member of at least one network.
-    pub fn is_member_anywhere(&self, device: &DeviceId) -> bool {
-        self.store.networks_of(device).map(|n| !n.is_empty()).unwrap_or(false)
-    }
-
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().expect("sessions lock")
     }

@@ -47,12 +47,11 @@ pub fn run(program: &str, args: &[&str]) -> Result<()> {
 
 /// Fails with a clear sentence unless this runs as root with /dev/net/tun.
 pub fn require_root_and_tun(what: &str) -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let (root, tun) = trellis_e2e::root_and_tun();
     if !root {
         bail!("{what} makes network namespaces and TUN devices: run it as root (sudo -E cargo xtask ...)");
     }
-    if !std::path::Path::new("/dev/net/tun").exists() {
+    if !tun {
         bail!("{what} needs /dev/net/tun (load the tun module: modprobe tun)");
     }
     Ok(())
