@@ -63,6 +63,10 @@ pub fn peer_info(member: &Member, live: Option<&PeerStatus>) -> PeerInfo {
 
 impl Daemon {
     pub fn status(&self) -> Status {
+        // The revision is taken before any state is read: a change is always made before
+        // the status that announces it is built, so a status with a later revision has
+        // seen every change an earlier one has.
+        let revision = self.status_revision.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let persisted = self.persisted().clone();
         let notice = persisted.removed.clone().or_else(|| self.notice.lock().expect("notice lock").clone());
         let server_connected = self.signal_client().is_some();
@@ -96,6 +100,7 @@ impl Daemon {
             state,
             network,
             notice,
+            revision,
         }
     }
 

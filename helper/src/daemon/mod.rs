@@ -60,6 +60,8 @@ pub struct Daemon {
     /// A sentence for the user when something needs attention (server unreachable,
     /// removed from the network, TUN failed).
     notice: Mutex<Option<String>>,
+    /// The last [`Status::revision`] handed out.
+    status_revision: std::sync::atomic::AtomicU64,
     pings: Mutex<HashMap<PublicKey, Vec<oneshot::Sender<Duration>>>>,
     /// One connection attempt at a time (the supervisor and an IPC request may both try).
     connecting: tokio::sync::Mutex<()>,
@@ -109,6 +111,13 @@ impl Daemon {
             signal: Mutex::new(None),
             dataplane: Mutex::new(None),
             notice: Mutex::new(None),
+            // Counting from the start time keeps a restarted helper's statuses newer
+            // than the last ones of the helper before it.
+            status_revision: std::sync::atomic::AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64),
+            ),
             pings: Mutex::new(HashMap::new()),
             relay_target: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -479,6 +488,9 @@ impl Daemon {
         }
     }
 
+    /// Tells subscribers how a peer is now, with its live state and path. The engine is
+    /// asked from a task of its own: this runs on the task that drains the engine's
+    /// outputs, and waiting here for the engine could deadlock against a full queue.
     fn publish_peer_change(&self, event: &EngineEvent) {
         let key = match event {
             EngineEvent::PeerState { key, .. } | EngineEvent::PathChanged { key, .. } => *key,
@@ -492,7 +504,15 @@ impl Daemon {
         else {
             return;
         };
-        let _ = self.events.send(IpcEvent::PeerChanged { peer: control::peer_info(&member, None) });
+        let dataplane = self.dataplane();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let live = match dataplane {
+                Some(dp) => dp.peers().await.into_iter().find(|l| l.key == key),
+                None => None,
+            };
+            let _ = events.send(IpcEvent::PeerChanged { peer: control::peer_info(&member, live.as_ref()) });
+        });
     }
 }
 

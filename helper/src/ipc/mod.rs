@@ -6,8 +6,9 @@
 //! * [`serve`] runs the server side for the daemon: it checks each connecting user, does
 //!   the hello / version check, hands every request to the daemon's [`Control`] and
 //!   pushes [`IpcEvent`]s to connections that subscribed;
-//! * [`client::IpcClient`] is the client side, shared by the CLI and the app, and turns
-//!   every way of not reaching the helper into an error that says what to do.
+//! * [`client::IpcClient`] (which lives in `trellis_protocol::ipc::client`, so the app can
+//!   use it without the helper's engine) is the client side, shared by the CLI and the app,
+//!   and turns every way of not reaching the helper into an error that says what to do.
 //!
 //! The platform code is small and sits behind one interface ([`IpcListener`] with
 //! `bind`/`accept`, plus a `connect` function for the client):
@@ -34,8 +35,6 @@ use trellis_protocol::ipc::{IpcError, IpcRequest, IpcResponse};
 
 #[cfg(unix)]
 pub mod auth;
-pub mod client;
-mod codec;
 mod server;
 #[cfg(all(test, unix))]
 pub(crate) mod testing;
@@ -46,13 +45,10 @@ mod unix;
 #[cfg(windows)]
 mod windows;
 
-#[cfg(unix)]
-use unix as platform;
-#[cfg(windows)]
-use windows as platform;
-
-pub use client::{ClientError, IpcClient};
 pub use server::serve;
+pub use trellis_protocol::ipc::client::{self, default_endpoint, ClientError, IpcClient};
+use trellis_protocol::ipc::codec;
+use trellis_protocol::ipc::endpoint as platform_hints;
 #[cfg(unix)]
 pub use unix::{IpcListener, ListenOptions, DEFAULT_ENDPOINT, TRELLIS_GROUP};
 #[cfg(windows)]

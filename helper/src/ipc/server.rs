@@ -139,7 +139,7 @@ async fn connection<S>(
         Admission::Denied { peer } => {
             tracing::warn!(%peer, "refused an IPC connection: not root, not the owner, not in the trellis group");
             let refused =
-                out.error(0, IpcErrorCode::PermissionDenied, super::platform::PERMISSION_HINT).await;
+                out.error(0, IpcErrorCode::PermissionDenied, super::platform_hints::PERMISSION_HINT).await;
             if refused.is_ok() {
                 // Let the client finish writing its hello, so it reads the refusal.
                 let _ = tokio::time::timeout(REFUSAL_LINGER, lines.next()).await;

@@ -87,6 +87,7 @@ pub(crate) fn status() -> Status {
             peers_connected: 1,
         }),
         notice: None,
+        revision: 1,
     }
 }
 

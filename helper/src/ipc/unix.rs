@@ -11,8 +11,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::auth::{self, AccessPolicy, PeerCredentials};
 use super::server::Admission;
 
-/// Where the helper listens unless told otherwise.
-pub const DEFAULT_ENDPOINT: &str = "/run/trellis/trellisd.sock";
+pub use trellis_protocol::ipc::endpoint::DEFAULT_ENDPOINT;
 /// Members of this group may control the helper.
 pub const TRELLIS_GROUP: &str = "trellis";
 /// Read and write for the owner and the group: connecting needs write permission.
@@ -20,25 +19,6 @@ const SOCKET_MODE: u32 = 0o660;
 /// The socket's directory when the helper creates it: anyone may reach the socket, whose
 /// own mode then decides.
 const DIR_MODE: u32 = 0o755;
-
-#[cfg(target_os = "macos")]
-pub(super) const START_HINT: &str = "start it with `sudo launchctl kickstart system/trellisd`";
-#[cfg(not(target_os = "macos"))]
-pub(super) const START_HINT: &str = "start it with `sudo systemctl start trellisd`";
-
-#[cfg(target_os = "macos")]
-pub(super) const PERMISSION_HINT: &str = "you may not control Trellis: ask an administrator to add you to \
-     the `trellis` group (`sudo dseditgroup -o edit -a $USER -t user trellis`), then log in again";
-#[cfg(not(target_os = "macos"))]
-pub(super) const PERMISSION_HINT: &str = "you may not control Trellis: ask an administrator to add you to \
-     the `trellis` group (`sudo usermod -aG trellis $USER`), then log in again";
-
-/// The client side's transport.
-pub(super) type Stream = UnixStream;
-
-pub(super) async fn connect(endpoint: &Path) -> io::Result<Stream> {
-    UnixStream::connect(endpoint).await
-}
 
 /// Where and for whom the helper listens.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -124,7 +104,7 @@ impl IpcListener {
     }
 
     /// The next connection and whether its peer may use it. Cancel-safe.
-    pub(super) async fn accept(&mut self) -> io::Result<(Stream, Admission)> {
+    pub(super) async fn accept(&mut self) -> io::Result<(UnixStream, Admission)> {
         let (stream, _) = self.listener.accept().await?;
         let admission = match peer_credentials(&stream) {
             Ok(peer) => {

@@ -13,12 +13,9 @@ use std::io;
 use std::os::windows::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
-use std::time::Duration;
 
-use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions};
-use windows_sys::Win32::Foundation::{
-    LocalFree, ERROR_INSUFFICIENT_BUFFER, ERROR_NONE_MAPPED, ERROR_PIPE_BUSY,
-};
+use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
+use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, ERROR_NONE_MAPPED};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
@@ -28,35 +25,9 @@ use windows_sys::Win32::Security::{
 
 use super::server::Admission;
 
-/// Where the helper listens unless told otherwise.
-pub const DEFAULT_ENDPOINT: &str = r"\\.\pipe\trellisd";
+pub use trellis_protocol::ipc::endpoint::DEFAULT_ENDPOINT;
 /// Members of this local group may control the helper.
 pub const TRELLIS_USERS_GROUP: &str = "Trellis Users";
-
-pub(super) const START_HINT: &str =
-    "start the Trellis helper service (`sc start trellisd` in an administrator prompt)";
-pub(super) const PERMISSION_HINT: &str = "you may not control Trellis: ask an administrator to add you to \
-     the `Trellis Users` group, then sign out and in again";
-
-/// How often, and how long apart, a client retries while every pipe instance is busy.
-const BUSY_RETRIES: u32 = 50;
-const BUSY_RETRY_PAUSE: Duration = Duration::from_millis(20);
-
-/// The client side's transport.
-pub(super) type Stream = NamedPipeClient;
-
-pub(super) async fn connect(endpoint: &Path) -> io::Result<Stream> {
-    let mut tries = 0;
-    loop {
-        match ClientOptions::new().open(endpoint) {
-            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) && tries < BUSY_RETRIES => {
-                tries += 1;
-                tokio::time::sleep(BUSY_RETRY_PAUSE).await;
-            }
-            other => return other,
-        }
-    }
-}
 
 /// Where and for whom the helper listens.
 #[derive(Clone, PartialEq, Eq, Debug)]

@@ -10,6 +10,13 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "client")]
+pub mod codec;
+#[cfg(feature = "client")]
+pub mod endpoint;
+
 use crate::signal::InviteInfo;
 use crate::{
     DeviceName, InviteId, InviteTicket, NetworkId, NetworkName, OverlayIp, OverlayNet, PublicKey, ServerAddr,
@@ -151,6 +158,11 @@ pub struct Status {
     pub network: Option<NetworkSummary>,
     /// Why the device is not in a network any more, when it was removed.
     pub notice: Option<String>,
+    /// Orders statuses: each one the helper makes has a higher revision than the last.
+    /// Answers and events travel on different connections, so a client that gets both
+    /// keeps the status with the highest revision, never an older one that came later.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -292,6 +304,7 @@ mod tests {
                 peers_connected: 1,
             }),
             notice: None,
+            revision: 7,
         }
     }
 

@@ -12,7 +12,7 @@ use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Frame {
+pub enum Frame {
     /// One line, without its `\n` (or `\r\n`).
     Line(BytesMut),
     /// A line longer than the limit, skipped; `len` is its length in bytes.
@@ -20,7 +20,7 @@ pub(crate) enum Frame {
 }
 
 #[derive(Debug)]
-pub(crate) struct LineCodec {
+pub struct LineCodec {
     max_len: usize,
     /// Bytes of an over-long line skipped so far, while looking for its end.
     discarding: Option<usize>,
@@ -29,7 +29,7 @@ pub(crate) struct LineCodec {
 }
 
 impl LineCodec {
-    pub(crate) fn new(max_len: usize) -> Self {
+    pub fn new(max_len: usize) -> Self {
         Self { max_len, discarding: None, scanned: 0 }
     }
 }
@@ -101,17 +101,14 @@ impl Decoder for LineCodec {
 }
 
 /// Serializes `message` as one line.
-pub(crate) fn encode_line<T: Serialize>(message: &T) -> Vec<u8> {
+pub fn encode_line<T: Serialize>(message: &T) -> Vec<u8> {
     let mut line = serde_json::to_vec(message).expect("IPC messages always serialize");
     line.push(b'\n');
     line
 }
 
 /// Writes one already-encoded line.
-pub(crate) async fn write_line<W: AsyncWrite + Unpin + ?Sized>(
-    writer: &mut W,
-    line: &[u8],
-) -> io::Result<()> {
+pub async fn write_line<W: AsyncWrite + Unpin + ?Sized>(writer: &mut W, line: &[u8]) -> io::Result<()> {
     writer.write_all(line).await?;
     writer.flush().await
 }

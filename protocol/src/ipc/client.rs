@@ -13,16 +13,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::FramedRead;
-use trellis_protocol::ipc::{
+use super::{
     IpcClientMessage, IpcError, IpcErrorCode, IpcEvent, IpcRequest, IpcResponse, IpcResult, IpcServerMessage,
     IPC_VERSION, MAX_IPC_LINE_BYTES,
 };
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::FramedRead;
 
 use super::codec::{encode_line, write_line, Frame, LineCodec};
-use super::platform;
+use super::endpoint as platform;
 
 /// How long the helper may take to answer the hello: it answers at once unless stuck.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,11 +147,9 @@ impl IpcClient {
     }
 
     /// Says hello over an open connection.
-    pub(super) async fn handshake<S>(
-        stream: S,
-        endpoint: String,
-        client_name: &str,
-    ) -> Result<Self, ClientError>
+    /// (Public for tests that talk over an in-memory stream.)
+    #[doc(hidden)]
+    pub async fn handshake<S>(stream: S, endpoint: String, client_name: &str) -> Result<Self, ClientError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
