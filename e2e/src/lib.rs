@@ -7,10 +7,12 @@
 
 use std::path::Path;
 
+pub mod desktop;
 mod netns;
 mod process;
 pub mod scenario;
 pub mod topology;
+pub mod webdriver;
 
 pub use netns::{namespaces_with_prefix, remove_namespace, unique, veth, Netns};
 pub use process::{binaries, wait_for, wait_for_within, workspace_root, Process, DEADLINE};

@@ -34,6 +34,20 @@ impl Process {
         Self { name: name.into(), child, log }
     }
 
+    /// Runs a prepared command outside any namespace (e.g. the desktop app, which only
+    /// talks to a helper's socket, a display and a bus).
+    pub fn spawn_command(name: &str, mut command: Command, logs: &Path) -> Self {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { name: name.into(), child, log }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

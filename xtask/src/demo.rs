@@ -3,7 +3,9 @@
 //!
 //! Traffic stays inside namespaces the demo makes (documentation address ranges only);
 //! everything is removed on exit, on error and on Ctrl-C, unless `--keep` is given.
+//! With a display (`DISPLAY` or `WAYLAND_DISPLAY`), the desktop app opens on alice's helper.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -64,10 +66,22 @@ pub fn run(args: &[String]) -> Result<()> {
             return Err(e);
         }
     };
+    let app = if display_available() { Some(open_app(&world)?) } else { None };
     if keep {
         print_keep_instructions(&world);
+        if app.is_some() {
+            println!("  the Trellis app shows alice's helper; Quit it from its tray menu");
+        }
         world.keep();
     } else {
+        if let Some(mut app) = app {
+            if std::io::stdin().is_terminal() {
+                println!("==> press Enter to end the demo (the app closes with it)");
+                let _ = std::io::stdin().read_line(&mut String::new());
+            }
+            let _ = app.kill();
+            let _ = app.wait();
+        }
         drop(world);
         println!("==> cleaned up: namespaces, links and processes are gone");
     }
@@ -117,6 +131,23 @@ fn demo() -> World {
         join_to_ping.as_millis()
     );
     world
+}
+
+/// Whether there is a display to open the app on.
+fn display_available() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// Builds the desktop app and opens it on alice's helper.
+fn open_app(world: &World) -> Result<std::process::Child> {
+    let binary = crate::app::build_app()?;
+    let alice = &world.homes[0];
+    println!("==> opening the Trellis app on alice's helper ({})", alice.socket.display());
+    std::process::Command::new(binary)
+        .env("TRELLIS_SOCKET", &alice.socket)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the desktop app")
 }
 
 fn print_keep_instructions(world: &World) {

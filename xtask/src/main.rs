@@ -4,6 +4,7 @@
 //! * `demo`: two helpers behind NATs join by invite code and talk through the tunnel.
 //! * `bench`: throughput, latency and resource figures against wireguard-go and boringtun.
 
+mod app;
 mod bench;
 mod demo;
 mod system;
@@ -16,7 +17,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test    check formatting, run clippy with -D warnings, then every test of the workspace
+  test    build the UI, check formatting, run clippy with -D warnings, then every test:
+          the UI's (vitest, Chromium), the workspace's, the real app's (Xvfb, WebDriver)
   demo    start a signal server and two helpers behind NATs (in network namespaces),
           join them by invite code and ping through the tunnel [--keep | --clean]
   bench   Trellis against wireguard-go and boringtun-cli, join time, helper and signal
@@ -50,27 +52,39 @@ fn run_tests(args: &[String]) -> Result<()> {
     if let Some(extra) = args.first() {
         bail!("`test` takes no arguments, got {extra:?}");
     }
-    system::ensure_packages(system::TEST_PACKAGES)?;
-    let steps: [(&str, &[&str]); 4] = [
+    let mut packages = system::TEST_PACKAGES.to_vec();
+    packages.extend(app::APP_BUILD_PACKAGES);
+    packages.extend(app::APP_TEST_PACKAGES);
+    system::ensure_packages(&packages)?;
+    // The app embeds ui/dist, so the UI is built before anything compiles the app.
+    app::build_ui()?;
+    let steps: [(&str, &[&str]); 5] = [
         ("formatting", &["fmt", "--all", "--check"]),
         ("lints", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
         ("end-to-end binaries", E2E_BUILD),
+        ("the desktop app", &["build", "-p", "trellis-app"]),
         ("tests", &["test", "--workspace", "--no-fail-fast"]),
     ];
     std::env::set_var("TRELLIS_E2E_BIN_DIR", e2e_bin_dir());
+    std::env::set_var("TRELLIS_APP_BIN", app::app_binary());
+    let total = steps.len() + 2;
     for (i, (what, cargo_args)) in steps.iter().enumerate() {
         if *what == "tests" {
+            std::env::set_var("TRELLIS_TAURI_DRIVER", app::ensure_tauri_driver()?);
+            println!("==> [{}/{total}] the UI's tests: npm test, npm run test:screens", i + 1);
+            app::test_ui()?;
             // The builds leave gigabytes of dirty pages; the servers under test fsync every
             // acknowledged change, and an fsync queued behind that writeback can stall for
             // seconds. Write it back first so test timings reflect the code, not the disk.
             system::run("sync", &[])?;
         }
-        println!("==> [{}/{}] {what}: cargo {}", i + 1, steps.len() + 1, cargo_args.join(" "));
+        let step = if *what == "tests" { i + 2 } else { i + 1 };
+        println!("==> [{step}/{total}] {what}: cargo {}", cargo_args.join(" "));
         system::run("cargo", cargo_args)?;
     }
     // The benchmarks' quick check: the bench runs and Trellis carries traffic. Its figures
     // are printed, never asserted (see docs/PERFORMANCE.md).
-    println!("==> [{n}/{n}] bench: cargo xtask bench --quick", n = steps.len() + 1);
+    println!("==> [{total}/{total}] bench: cargo xtask bench --quick");
     bench::run(&["--quick".to_string()])?;
     println!("==> all checks passed");
     Ok(())

@@ -1,0 +1,170 @@
+//! The real desktop app, built and run under Xvfb against real helpers and the real
+//! signal server, driven by WebDriver (tauri-driver over Debian's WebKitWebDriver):
+//! first run, create a network, make an invite, watch a friend who joins with it appear,
+//! see a precise error for a bad code, and a clear screen when the helper stops.
+//!
+//! Screenshots of each screen go to target/screenshots/; with
+//! `TRELLIS_UPDATE_SCREENSHOTS=1` also to docs/screenshots/ (what README shows).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use trellis_e2e::desktop::{app_binary, which, Desktop};
+use trellis_e2e::topology::{Nat, World};
+use trellis_e2e::webdriver::Session;
+use trellis_e2e::{privileged_or_explain, workspace_root, Process};
+
+/// tauri-driver: `TRELLIS_TAURI_DRIVER`, else where `cargo xtask test` installs it, else PATH.
+fn tauri_driver() -> PathBuf {
+    if let Some(path) = std::env::var_os("TRELLIS_TAURI_DRIVER") {
+        return PathBuf::from(path);
+    }
+    let installed = workspace_root().join("target/app-tools/bin/tauri-driver");
+    if installed.exists() {
+        return installed;
+    }
+    which("tauri-driver").expect(
+        "tauri-driver is missing: `cargo xtask test` installs it (cargo install tauri-driver --locked)",
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Screenshots {
+    dirs: Vec<PathBuf>,
+}
+
+impl Screenshots {
+    fn new() -> Self {
+        let mut dirs = vec![workspace_root().join("target/screenshots")];
+        if std::env::var("TRELLIS_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+            dirs.push(workspace_root().join("docs/screenshots"));
+        }
+        Self { dirs }
+    }
+
+    fn take(&self, desktop: &Desktop, name: &str) {
+        for dir in &self.dirs {
+            desktop.screenshot("Trellis", &dir.join(format!("{name}.png")));
+        }
+    }
+}
+
+#[test]
+fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
+    if !privileged_or_explain("the desktop app's WebDriver test") {
+        return;
+    }
+    let webkit_driver = which("WebKitWebDriver")
+        .expect("WebKitWebDriver is missing: `cargo xtask test` installs it (apt package webkit2gtk-driver)");
+    let mut world = World::new("app");
+    world.start_server();
+    let alice = world.add_home("alice", Nat::Easy);
+    let bob = world.add_home("bob", Nat::Easy);
+    world.start_helper(alice);
+    world.start_helper(bob);
+
+    let desktop = Desktop::start(world.dir.path());
+    let (port, native_port) = (free_port(), free_port());
+    let mut driver = Command::new(tauri_driver());
+    driver
+        .args(["--port", &port.to_string(), "--native-port", &native_port.to_string(), "--native-driver"])
+        .arg(&webkit_driver)
+        .envs(desktop.env())
+        .env("TRELLIS_SOCKET", &world.homes[alice].socket)
+        .env("TRELLIS_DEFAULT_SERVER", world.server_url())
+        .env("TRELLIS_LOG", "info,trellis_app=debug")
+        .env("TRELLIS_LOG_FILE", world.dir.path().join("trellis-app.log"));
+    let _driver = Process::spawn_command("tauri-driver", driver, world.dir.path());
+    let app = Session::start(&format!("http://127.0.0.1:{port}"), app_binary());
+    let shots = Screenshots::new();
+    let on_failure = scopeguard(world.dir.path());
+
+    // First run: the installed default server is filled in; create a network.
+    app.find("[data-testid=first-run]");
+    let server = app.property("[data-testid=server-input]", "value");
+    assert_eq!(server, world.server_url(), "the server field starts with the installed default");
+    shots.take(&desktop, "first-run");
+
+    // A mistyped code is caught before anything is sent, with the exact reason.
+    app.click("[data-testid=choose-join]");
+    app.clear_and_type("[data-testid=join-input]", "K7QF-3M9T-WX2C-HN4U");
+    let error = app.wait_text("[data-testid=join-error]", "a format error", |t| t.contains("19"));
+    assert!(error.contains("'U'"), "the error names the character: {error}");
+    shots.take(&desktop, "join");
+    app.click("[data-testid=choose-create]");
+    app.clear_and_type("[data-testid=network-name]", "home");
+    app.click("[data-testid=create-network]");
+
+    let state =
+        app.wait_text("[data-testid=state-label]", "the app to say Connected", |t| t.contains("Connected"));
+    assert!(!state.contains("Disconnected"), "{state}");
+    let status = world.trellis(alice, &["status"]).json()["status"].clone();
+    assert_eq!(status["network"]["name"], "home", "the helper made the network: {status}");
+    let my_ip = status["network"]["my_ip"].as_str().unwrap().to_string();
+    let shown_ip = app.wait_text("[data-testid=my-address]", "my address", |t| !t.trim().is_empty());
+    assert!(shown_ip.contains(&my_ip), "the app shows {shown_ip:?}, the helper says {my_ip}");
+
+    // An invite, shown as a code and a QR code.
+    app.click("[data-testid=nav-invite]");
+    app.click("[data-testid=create-invite]");
+    let code = app.wait_text("[data-testid=invite-code]", "an invite code", |t| t.trim().len() >= 19);
+    app.find("[data-testid=invite-qr]");
+    shots.take(&desktop, "invite");
+
+    // Bob joins with it from his own machine; Alice's app shows him arrive and connect.
+    let joined = world.trellis(bob, &["join", code.trim()]);
+    assert!(joined.ok(), "bob could not join with {code:?}: {joined:?}");
+    app.click("[data-testid=nav-main]");
+    let bob_row = "[data-testid=peer-row][data-peer-name=bob]";
+    app.find(bob_row);
+    app.wait_text(bob_row, "bob to be connected directly", |t| t.contains("direct"));
+    let bob_status = world.trellis(bob, &["status"]).json()["status"].clone();
+    let bob_ip = bob_status["network"]["my_ip"].as_str().unwrap().to_string();
+    let row = app.text(bob_row);
+    assert!(row.contains(&bob_ip), "bob's row {row:?} shows his address {bob_ip}");
+    shots.take(&desktop, "main");
+
+    // Already in a network: the join panel explains instead of offering a second one.
+    app.click("[data-testid=nav-join]");
+    app.find("[data-testid=join-in-network]");
+
+    // The settings show both versions.
+    app.click("[data-testid=nav-settings]");
+    app.wait_text("[data-testid=helper-version]", "the helper's version", |t| {
+        t.contains(env!("CARGO_PKG_VERSION"))
+    });
+    shots.take(&desktop, "settings");
+
+    // The helper stops: a clear screen saying what to do, then back when it returns.
+    world.stop_helper(alice);
+    let problem = app.wait_text("[data-testid=helper-problem]", "the helper-stopped screen", |t| {
+        t.contains("not running")
+    });
+    assert!(problem.contains("start"), "the screen says how to start the helper: {problem}");
+    shots.take(&desktop, "helper-stopped");
+    world.start_helper(alice);
+    app.wait_text("[data-testid=state-label]", "the app to recover", |t| t.contains("Connected"));
+
+    drop(on_failure);
+    app.end();
+}
+
+/// Prints the app's log if the test fails (the driver's log holds the app's output).
+fn scopeguard(dir: &Path) -> impl Drop {
+    struct Guard(PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                for name in ["trellis-app.log", "tauri-driver.log", "xvfb-err.log"] {
+                    let text = std::fs::read_to_string(self.0.join(name)).unwrap_or_default();
+                    eprintln!("----- {name} -----\n{text}");
+                }
+            }
+        }
+    }
+    Guard(dir.to_path_buf())
+}
