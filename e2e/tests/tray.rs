@@ -48,6 +48,42 @@ impl Watcher {
     }
 }
 
+/// Stands in for the desktop's notification daemon; remembers what it was asked to show.
+#[derive(Clone, Default)]
+struct Notifications {
+    shown: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl Notifications {
+    #[allow(clippy::too_many_arguments)]
+    fn notify(
+        &self,
+        _app_name: &str,
+        _replaces_id: u32,
+        _app_icon: &str,
+        summary: &str,
+        body: &str,
+        _actions: Vec<String>,
+        _hints: HashMap<String, OwnedValue>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        let mut shown = self.shown.lock().unwrap();
+        shown.push((summary.to_string(), body.to_string()));
+        shown.len() as u32
+    }
+
+    fn get_capabilities(&self) -> Vec<String> {
+        vec!["body".into()]
+    }
+
+    fn get_server_information(&self) -> (String, String, String, String) {
+        ("test".into(), "trellis".into(), "1".into(), "1.2".into())
+    }
+
+    fn close_notification(&self, _id: u32) {}
+}
+
 /// One menu item as dbusmenu describes it.
 #[derive(Debug, Clone)]
 struct MenuItem {
@@ -199,6 +235,17 @@ async fn the_tray_menu_follows_the_helper_and_its_connect_item_connects() {
         .await
         .expect("the test's watcher is on the bus");
 
+    let notifications = Notifications::default();
+    let _notification_daemon = zbus::connection::Builder::address(desktop.bus_address.as_str())
+        .unwrap()
+        .name("org.freedesktop.Notifications")
+        .unwrap()
+        .serve_at("/org/freedesktop/Notifications", notifications.clone())
+        .unwrap()
+        .build()
+        .await
+        .expect("the test's notification daemon is on the bus");
+
     let mut command = Command::new(app_binary());
     command
         .envs(desktop.env())
@@ -258,6 +305,27 @@ async fn the_tray_menu_follows_the_helper_and_its_connect_item_connects() {
     assert!(!labels(&items).iter().any(|l| l == "Connect"));
     let icon_after = tray.item_property("IconPixmap").await;
     assert_ne!(icon_before, icon_after, "the icon shows the new state");
+
+    // "Invite a friend…" makes a code and says so in a notification that carries it.
+    let invite = items.iter().find(|i| i.label == "Invite a friend…").unwrap();
+    tray.click(invite.id).await;
+    let (_, body) =
+        eventually("the invite notification", || {
+            let shown = notifications.shown.clone();
+            async move {
+                shown.lock().unwrap().iter().find(|(summary, _)| summary == "Invite code copied").cloned()
+            }
+        })
+        .await;
+    let invites = world.trellis(alice, &["invites"]).json();
+    let id = invites["invites"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("one open invite: {invites}"))
+        .to_string();
+    assert!(
+        body.starts_with(&id),
+        "the notification shows the code ({body:?}), whose first group is the invite's id {id}"
+    );
 
     // Disconnect from the helper's side: the tray follows that too.
     assert!(world.trellis(alice, &["down"]).ok());
