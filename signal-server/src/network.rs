@@ -170,8 +170,9 @@ impl NetworkState {
         let next_free = self.cooling.iter().map(|c| c.until).min();
         let message = match next_free {
             Some(at) => format!(
-                "every address of {} is in use or resting after a device left; one frees up at unix time {at}",
-                range
+                "every address of {} is in use or resting after a device left; one frees up at {}",
+                range,
+                crate::clock::format_utc(at)
             ),
             None => format!("every address of {range} is in use ({count} devices)"),
         };

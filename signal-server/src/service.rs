@@ -601,7 +601,10 @@ impl Service {
             Err(DeadInvite::Expired) => {
                 return Err(ApiError::new(
                     ErrorCode::InviteExpired,
-                    format!("this invite expired at unix time {}; ask for a new one", invite.expires_at),
+                    format!(
+                        "this invite expired at {}; ask for a new one",
+                        crate::clock::format_utc(invite.expires_at)
+                    ),
                 ))
             }
             Err(DeadInvite::UsedUp) => {

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { AppError, HelperConnection, IpcEvent } from '../types';
-import { MockBackend } from './mock';
+import { MockBackend, utc } from './mock';
 
 const NOW = 1_700_000_000;
 let mocks: MockBackend[] = [];
@@ -62,7 +62,7 @@ describe('mock backend', () => {
     expect(await rejection(backend.joinNetwork('EXPD-0000-0000-0000@h'))).toEqual({
       kind: 'refused',
       code: { server: 'invite_expired' },
-      message: `this invite expired at unix time ${NOW - 3600}; ask for a new one`,
+      message: `this invite expired at ${utc(NOW - 3600)}; ask for a new one`,
     });
     expect((await rejection(backend.joinNetwork('REVK-0000-0000-0000@h'))).code).toEqual({ server: 'invite_revoked' });
     // A refused join changes nothing.

@@ -412,7 +412,7 @@ export class MockBackend implements Backend {
   private refuseByLocator(locator: string): void {
     const expiredAt = this.now() - 3600;
     const outcomes: Record<string, AppError> = {
-      EXPD: serverRefused('invite_expired', `this invite expired at unix time ${expiredAt}; ask for a new one`),
+      EXPD: serverRefused('invite_expired', `this invite expired at ${utc(expiredAt)}; ask for a new one`),
       REVK: serverRefused('invite_revoked', "this invite was revoked by the network's owner"),
       MAXD: serverRefused('invite_used_up', 'this invite was already used 1 of 1 times'),
       NKNW: serverRefused('invite_unknown', 'no invite matches this code; check it for typos or ask for a new one'),
@@ -470,3 +470,8 @@ export class MockBackend implements Backend {
   }
 }
 
+
+/** Unix seconds as the server writes them in messages: `2026-11-25 16:33 UTC`. */
+export function utc(secs: number): string {
+  return new Date(secs * 1000).toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+}
