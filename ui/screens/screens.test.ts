@@ -150,7 +150,7 @@ describe('first run', () => {
     await tid(page, 'join-input').fill('expd 0000 0000 oooo');
     await waitText(page, 'join-hint', 'Code EXPD-0000-0000-0000');
     await tid(page, 'join-submit').click();
-    await waitText(page, 'join-error', /^this invite expired at unix time \d+; ask for a new one$/);
+    await waitText(page, 'join-error', /^this invite expired at \d{4}-\d\d-\d\d \d\d:\d\d UTC; ask for a new one$/);
     // The form keeps what was typed after a refusal.
     expect(await tid(page, 'join-input').inputValue()).toBe('expd 0000 0000 oooo');
     await shot(page, 'join-expired');
