@@ -144,7 +144,7 @@ export function friendsPeers(): PeerInfo[] {
       owner: true,
       online: true,
       state: { state: 'connected' },
-      path: { kind: 'direct', local: 'host', remote: 'host', remote_addr: '192.168.1.20:41641' },
+      path: { kind: 'direct', local: 'host', remote: 'host', remote_addr: '198.51.100.20:41641' },
       last_handshake_secs_ago: 1,
       rx_bytes: 20_480,
       tx_bytes: 18_944,
