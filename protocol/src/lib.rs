@@ -19,6 +19,7 @@ pub mod overlay;
 pub mod peer;
 pub mod sealed;
 pub mod signal;
+pub mod time;
 
 /// Version of the signal API. A client and server with different versions refuse
 /// each other with a clear message instead of misreading each other's messages.

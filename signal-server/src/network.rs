@@ -172,7 +172,7 @@ impl NetworkState {
             Some(at) => format!(
                 "every address of {} is in use or resting after a device left; one frees up at {}",
                 range,
-                crate::clock::format_utc(at)
+                trellis_protocol::time::utc(at)
             ),
             None => format!("every address of {range} is in use ({count} devices)"),
         };

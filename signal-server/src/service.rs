@@ -603,7 +603,7 @@ impl Service {
                     ErrorCode::InviteExpired,
                     format!(
                         "this invite expired at {}; ask for a new one",
-                        crate::clock::format_utc(invite.expires_at)
+                        trellis_protocol::time::utc(invite.expires_at)
                     ),
                 ))
             }

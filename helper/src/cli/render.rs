@@ -7,6 +7,7 @@ use trellis_protocol::ipc::{
     CandidateKind, IpcEvent, IpcResponse, PathInfo, PathKind, PeerInfo, PeerState, Status, TunnelState,
 };
 use trellis_protocol::signal::InviteInfo;
+use trellis_protocol::time::utc;
 use trellis_protocol::InviteTicket;
 
 /// Any response; `done` is what to say for [`IpcResponse::Done`].
@@ -262,23 +263,6 @@ pub fn expiry(at: u64, now: u64) -> String {
     format!("{} ({when})", utc(at))
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM UTC` (proleptic Gregorian calendar).
-pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let minutes = secs % 86_400 / 60;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", minutes / 60, minutes % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,10 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn utc_dates_are_right() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    fn expiries_read_as_date_and_distance() {
         assert_eq!(expiry(1_700_000_000, 1_699_913_600), "2023-11-14 22:13 UTC (in 1d)");
         assert_eq!(expiry(1_700_000_000, 1_700_000_000), "2023-11-14 22:13 UTC (expired)");
     }
