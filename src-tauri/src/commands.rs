@@ -117,10 +117,6 @@ impl CreatedInvite {
     pub fn ticket(&self) -> &str {
         &self.ticket
     }
-
-    pub fn invite(&self) -> &InviteInfo {
-        &self.invite
-    }
 }
 
 #[tauri::command]

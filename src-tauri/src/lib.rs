@@ -16,6 +16,7 @@
 //! the log filter and `TRELLIS_LOG_FILE` sends the log to a file. `--hidden` (used when starting at login) starts in the tray only.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -170,7 +171,7 @@ async fn start(app: AppHandle, link: Arc<HelperLink>, start_hidden: bool) {
 /// Follows the helper for as long as the app runs: the window hears every change, the
 /// tray shows it, and notable changes become notifications.
 async fn watch_helper(app: AppHandle, link: Arc<HelperLink>) {
-    let connected_once = Arc::new(Mutex::new(false));
+    let connected_once = AtomicBool::new(false);
     let report_link = link.clone();
     link.watch(move |update| {
         match &update {
@@ -178,7 +179,7 @@ async fn watch_helper(app: AppHandle, link: Arc<HelperLink>) {
                 tracing::info!(helper_version, "following the helper");
                 let payload = serde_json::json!({ "connected": true, "helperVersion": helper_version });
                 let _ = app.emit("helper-connection", payload);
-                let first = !std::mem::replace(&mut *connected_once.lock().expect("flag lock"), true);
+                let first = !connected_once.swap(true, Ordering::SeqCst);
                 if first {
                     tauri::async_runtime::spawn(connect_on_start(app.clone(), report_link.clone()));
                 }

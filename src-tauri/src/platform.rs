@@ -4,7 +4,7 @@
 //! Only the Linux branch is compiled and tested here; macOS and Windows follow the
 //! installers' layout (see installers/ and README) and are unverified.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The system-wide app config the installer writes (`server = "host:port"`).
 pub fn installed_config_path() -> PathBuf {
@@ -50,9 +50,7 @@ fn helper_install_markers() -> Vec<PathBuf> {
 /// Whether the helper looks installed. A helper started by hand (development, tests: a
 /// socket given with `TRELLIS_SOCKET`) counts as installed, so "start it" is the advice.
 pub fn helper_installed(endpoint_overridden: bool) -> bool {
-    endpoint_overridden
-        || helper_install_markers().iter().any(|p| Path::new(p).exists())
-        || trellisd_on_path()
+    endpoint_overridden || helper_install_markers().iter().any(|p| p.exists()) || trellisd_on_path()
 }
 
 fn trellisd_on_path() -> bool {

@@ -5,7 +5,7 @@
 //! reports a left click, so "click the icon to open Trellis" could not work, and its
 //! menu only exists as GTK widgets; ksni serves the menu from our own data.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ksni::menu::{StandardItem, SubMenu};
 use ksni::{Handle, TrayMethods};
@@ -95,17 +95,18 @@ fn escape(label: &str) -> String {
 
 struct KsniTray {
     handle: Handle<Item>,
-    /// The latest view, so an update that races another one still ends on the newest.
-    latest: Mutex<TrayView>,
+    /// The newest view. Updates run on tasks of their own and may run out of order, so
+    /// each applies whatever is newest when it runs, never the view it was spawned with.
+    latest: Arc<Mutex<TrayView>>,
 }
 
 impl Tray for KsniTray {
     fn show(&self, view: &TrayView) {
         *self.latest.lock().expect("tray view lock") = view.clone();
         let handle = self.handle.clone();
-        let view = view.clone();
+        let latest = self.latest.clone();
         tauri::async_runtime::spawn(async move {
-            handle.update(|item| item.view = view).await;
+            handle.update(|item| item.view = latest.lock().expect("tray view lock").clone()).await;
         });
     }
 }
@@ -116,5 +117,5 @@ pub async fn start(view: &TrayView, on_action: ActionSink) -> anyhow::Result<Box
         .spawn()
         .await
         .map_err(|e| anyhow::anyhow!("no StatusNotifierItem tray host on this desktop ({e})"))?;
-    Ok(Box::new(KsniTray { handle, latest: Mutex::new(view.clone()) }))
+    Ok(Box::new(KsniTray { handle, latest: Arc::new(Mutex::new(view.clone())) }))
 }
