@@ -29,7 +29,7 @@ import type {
   Status,
 } from '../types';
 import type { Backend, BackendEvents, EventName, Unsubscribe } from './index';
-import { FRIENDS_NETWORK_ID, friendsPeers, HOME_NETWORK_ID, isScenario, scenarioState, type ScenarioState } from './scenarios';
+import { friendsNetwork, friendsPeers, HOME_NETWORK_ID, isScenario, scenarioState, type ScenarioState } from './scenarios';
 
 export interface MockOptions {
   /** Delay of every command, so busy states show. 0 in unit tests. */
@@ -198,15 +198,7 @@ export class MockBackend implements Backend {
     if (!server) throw refused('no_server', 'no signal server is set: give one with `trellis server HOST[:PORT]`');
     this.refuseByLocator(locatorOf(ticket.value.code));
     const status = this.state.status;
-    status.network = {
-      id: FRIENDS_NETWORK_ID,
-      name: 'friends',
-      range: '100.64.0.0/10',
-      my_ip: '100.64.0.7',
-      owner: false,
-      peers_total: 1,
-      peers_connected: 0,
-    };
+    status.network = friendsNetwork(0);
     status.notice = null;
     this.state.peers = friendsPeers().map((p) => ({ ...p, state: { state: 'connecting' }, path: null, rtt_micros: null }));
     this.livePeers = friendsPeers();

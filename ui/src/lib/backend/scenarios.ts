@@ -2,7 +2,7 @@
 // what a real helper would send (same shapes, plausible values), so screens designed
 // against it look right against the real thing.
 
-import type { AppError, AppSettings, InviteInfo, PeerInfo, Status } from '../types';
+import type { AppError, AppSettings, InviteInfo, NetworkSummary, PeerInfo, Status } from '../types';
 
 export const SCENARIOS = [
   'fresh',
@@ -134,6 +134,19 @@ export function homePeers(): PeerInfo[] {
 }
 
 /** The peers of "friends", the network a successful mock join lands in. */
+/** The network "friends" as its member sees it (joined with a code, not its owner). */
+export function friendsNetwork(peersConnected: number): NetworkSummary {
+  return {
+    id: FRIENDS_NETWORK_ID,
+    name: 'friends',
+    range: '100.64.0.0/10',
+    my_ip: '100.64.0.7',
+    owner: false,
+    peers_total: 1,
+    peers_connected: peersConnected,
+  };
+}
+
 export function friendsPeers(): PeerInfo[] {
   return [
     {
@@ -211,15 +224,7 @@ export function scenarioState(scenario: Scenario, nowSecs: number): ScenarioStat
       state.invites = [];
       break;
     case 'member':
-      status.network = {
-        id: FRIENDS_NETWORK_ID,
-        name: 'friends',
-        range: '100.64.0.0/10',
-        my_ip: '100.64.0.7',
-        owner: false,
-        peers_total: 1,
-        peers_connected: 1,
-      };
+      status.network = friendsNetwork(1);
       state.peers = friendsPeers();
       state.invites = [];
       break;
