@@ -49,7 +49,7 @@ fn has_tray() -> bool {
 
 fn refresh_tray(link: &HelperLink) {
     if let Some(Some(tray)) = TRAY.get() {
-        tray.show(&link.model().tray_view());
+        tray.show(&link.tray_view());
     }
 }
 
@@ -144,11 +144,8 @@ async fn start(app: AppHandle, link: Arc<HelperLink>, start_hidden: bool) {
     let sink_link = link.clone();
     let on_action: tray::ActionSink =
         Arc::new(move |action| on_tray_action(sink_app.clone(), sink_link.clone(), action));
-    let tray = match tokio::time::timeout(
-        TRAY_START_TIMEOUT,
-        tray::start(&app, &link.model().tray_view(), on_action),
-    )
-    .await
+    let tray = match tokio::time::timeout(TRAY_START_TIMEOUT, tray::start(&app, &link.tray_view(), on_action))
+        .await
     {
         Ok(Ok(tray)) => Some(tray),
         Ok(Err(e)) => {
@@ -209,7 +206,7 @@ async fn watch_helper(app: AppHandle, link: Arc<HelperLink>) {
 /// in a network and not connected yet.
 async fn connect_on_start(app: AppHandle, link: Arc<HelperLink>) {
     let wanted = app.state::<settings::SettingsStore>().load().connect_on_start;
-    let status: Option<Status> = link.model().status().cloned();
+    let status: Option<Status> = link.last_status();
     if wanted && status.is_some_and(|s| s.network.is_some() && !s.wants_up) {
         if let Err(e) = link.request(IpcRequest::Up).await {
             desktop::notify(&app, "Trellis could not connect", &e.message);

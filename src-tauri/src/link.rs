@@ -12,7 +12,7 @@ use trellis_protocol::ipc::client::{ClientError, IpcClient};
 use trellis_protocol::ipc::{IpcEvent, IpcRequest, IpcResponse, PeerInfo, Status};
 
 use crate::error::AppError;
-use crate::model::{HelperModel, Notice};
+use crate::model::{HelperModel, Notice, TrayView};
 use crate::platform;
 
 /// Name the helper logs for this client.
@@ -57,8 +57,14 @@ impl HelperLink {
         &self.endpoint
     }
 
-    pub fn model(&self) -> HelperModel {
-        self.model.lock().expect("model lock").clone()
+    /// What the tray shows now.
+    pub fn tray_view(&self) -> TrayView {
+        self.model.lock().expect("model lock").tray_view()
+    }
+
+    /// The helper's last status, if it answered.
+    pub fn last_status(&self) -> Option<Status> {
+        self.model.lock().expect("model lock").status().cloned()
     }
 
     fn error(&self, error: ClientError) -> AppError {
@@ -85,7 +91,9 @@ impl HelperLink {
                 .map_err(|e| self.error(e))
         }
         .await;
-        if matches!(&result, Err(e) if e.is_helper_unavailable()) || self.model().unavailable().is_some() {
+        if matches!(&result, Err(e) if e.is_helper_unavailable())
+            || self.model.lock().expect("model lock").unavailable().is_some()
+        {
             self.retry_now.notify_one();
         }
         result
