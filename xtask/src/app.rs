@@ -22,7 +22,7 @@ pub fn ui_dir() -> PathBuf {
     crate::workspace_root().join("ui")
 }
 
-fn npm(args: &[&str]) -> Result<()> {
+pub(crate) fn npm(args: &[&str]) -> Result<()> {
     let status = std::process::Command::new("npm")
         .args(args)
         .current_dir(ui_dir())

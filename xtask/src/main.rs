@@ -3,10 +3,12 @@
 //! * `test`: formatting, lints, every test of the workspace and the quick bench (what CI runs).
 //! * `demo`: two helpers behind NATs join by invite code and talk through the tunnel.
 //! * `bench`: throughput, latency and resource figures against wireguard-go and boringtun.
+//! * `dist`: the Linux packages (.deb, .rpm); `test-deb` installs one here and checks it.
 
 mod app;
 mod bench;
 mod demo;
+mod dist;
 mod system;
 
 use std::process::ExitCode;
@@ -23,6 +25,11 @@ tasks:
           join them by invite code and ping through the tunnel [--keep | --clean]
   bench   Trellis against wireguard-go and boringtun-cli, join time, helper and signal
           server resources: one table with floors marked PASS/FAIL [--quick]
+  dist    the Linux packages: a .deb and an .rpm with the app, trellisd and its systemd
+          unit, and trellis (release build; --debug: quicker, for trying them)
+  test-deb  install a .deb from `dist` on this machine and check it: files, the unit,
+          the helper as the unit runs it, who may control it, upgrade, remove, purge;
+          everything is removed again [--debug | FILE.deb]
 ";
 
 fn main() -> ExitCode {
@@ -31,6 +38,8 @@ fn main() -> ExitCode {
         Some("test") => run_tests(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("dist") => dist::run(&args[1..]),
+        Some("test-deb") => dist::run_deb_test(&args[1..]),
         // Started by `bench` inside the signal server's namespace, not by people.
         Some("bench-signal-load") => bench::loadgen::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
@@ -97,10 +106,14 @@ pub const E2E_BUILD: &[&str] =
 
 /// Where [`E2E_BUILD`] puts the binaries.
 pub fn e2e_bin_dir() -> std::path::PathBuf {
+    target_dir().join("e2e")
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else target/ in the workspace.
+pub fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
-        .join("e2e")
 }
 
 /// The workspace root: xtask lives one level below it.
