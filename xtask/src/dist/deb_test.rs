@@ -4,9 +4,10 @@
 //! systemd is not PID 1 on our build machines, so the service itself is not started:
 //! the helper runs with the unit's `ExecStart`, inside the unit's capability bounding set
 //! and umask, in a network namespace made for the test, with the directories systemd would
-//! create (`RuntimeDirectory=`, `StateDirectory=`). Everything the test adds (package,
-//! users, group, namespace, directories) is removed at the end, pass or fail. It refuses to
-//! run where Trellis is installed or has state.
+//! create (`RuntimeDirectory=`, `StateDirectory=`); with a signal server from the
+//! end-to-end build in the same namespace, it also makes its TUN device there. Everything
+//! the test adds (package, users, group, namespace, directories) is removed at the end,
+//! pass or fail. It refuses to run where Trellis is installed or has state.
 
 use std::io::Read as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -53,6 +54,7 @@ pub fn run(deb: &Path) -> Result<()> {
         group_existed: group_gid(GROUP).is_some(),
         netns: false,
         helper: None,
+        signal: None,
         run_dir_ours: false,
         state_dir_ours: false,
     };
@@ -66,14 +68,14 @@ pub fn run(deb: &Path) -> Result<()> {
 }
 
 fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
-    println!("==> [1/8] two throwaway users: {MEMBER} (the installing user) and {OUTSIDER}");
+    println!("==> [1/9] two throwaway users: {MEMBER} (the installing user) and {OUTSIDER}");
     for user in [MEMBER, OUTSIDER] {
         run_ok("useradd", &["--no-create-home", "--shell", "/usr/sbin/nologin", user])?;
         machine.users.push(user);
     }
     let member_uid = text(&run_ok("id", &["-u", MEMBER])?);
 
-    println!("==> [2/8] dpkg -i, as if {MEMBER} installed it through pkexec (PKEXEC_UID={member_uid})");
+    println!("==> [2/9] dpkg -i, as if {MEMBER} installed it through pkexec (PKEXEC_UID={member_uid})");
     machine.installed = true;
     machine.state_dir_ours = true;
     dpkg(&["-i"], deb, &[("PKEXEC_UID", member_uid.as_str())])?;
@@ -84,7 +86,7 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
     );
     let gid = group_gid(GROUP).context("the postinst did not create the group trellis")?;
 
-    println!("==> [3/8] files, owners and modes");
+    println!("==> [3/9] files, owners and modes");
     for (path, mode) in FILES {
         check_file(path, *mode)?;
     }
@@ -100,13 +102,13 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
     ensure!(icons.count() > 0, "the package has no icons in /usr/share/icons/hicolor");
     println!("      {} programs and the unit as expected, desktop entry {desktop}, icons", FILES.len() - 1);
 
-    println!("==> [4/8] systemd-analyze verify {UNIT}");
+    println!("==> [4/9] systemd-analyze verify {UNIT}");
     let verify = Command::new("systemd-analyze").args(["verify", UNIT]).output()?;
     let complaints = String::from_utf8_lossy(&verify.stderr).trim().to_string();
     // verify exits 0 on unknown keys and bad values too, and only says so on stderr.
     ensure!(verify.status.success() && complaints.is_empty(), "systemd-analyze verify {UNIT}: {complaints}");
 
-    println!("==> [5/8] trellisd as the unit starts it, in network namespace {NAMESPACE}");
+    println!("==> [5/9] trellisd as the unit starts it, in network namespace {NAMESPACE}");
     let unit = std::fs::read_to_string(UNIT)?;
     let exec_start: Vec<String> =
         unit_value(&unit, "ExecStart")?.split_whitespace().map(str::to_string).collect();
@@ -162,8 +164,13 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
         socket.gid()
     );
     check_file(&format!("{STATE_DIR}/device.key"), 0o600)?;
+    let pid = machine.helper.as_ref().unwrap().id();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let caps: Vec<&str> =
+        proc_status.lines().filter(|l| l.starts_with("CapEff:") || l.starts_with("CapBnd:")).collect();
+    println!("      trellisd's capabilities: {}", caps.join(", ").replace('\t', " "));
 
-    println!("==> [6/8] trellis status: answered for {MEMBER}, refused for {OUTSIDER}");
+    println!("==> [6/9] trellis status: answered for {MEMBER}, refused for {OUTSIDER}");
     let member = as_user(MEMBER, &["/usr/bin/trellis", "status"])?;
     ensure!(
         member.status.success(),
@@ -185,17 +192,18 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
         String::from_utf8_lossy(&outsider.stderr)
     );
     println!("      {OUTSIDER}: {}", String::from_utf8_lossy(&outsider.stderr).trim());
+    check_tun(machine, &helper_log)?;
     let key = std::fs::read(format!("{STATE_DIR}/device.key"))?;
     stop_helper(machine, &helper_log)?;
 
-    println!("==> [7/8] dpkg -i again (an upgrade): the device key stays");
+    println!("==> [8/9] dpkg -i again (an upgrade): the device key stays");
     dpkg(&["-i"], deb, &[])?;
     ensure!(std::fs::read(format!("{STATE_DIR}/device.key"))? == key, "the upgrade changed the device key");
     for (path, mode) in FILES {
         check_file(path, *mode)?;
     }
 
-    println!("==> [8/8] dpkg -r: the programs go, the state stays; dpkg -P: the state goes");
+    println!("==> [9/9] dpkg -r: the programs go, the state stays; dpkg -P: the state goes");
     dpkg(&["-r"], Path::new(&machine.package), &[])?;
     for (path, _) in FILES {
         ensure!(!Path::new(path).exists(), "{path} is still there after dpkg -r");
@@ -207,6 +215,62 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
     dpkg(&["-P"], Path::new(&machine.package), &[])?;
     machine.installed = false;
     ensure!(!Path::new(STATE_DIR).exists(), "{STATE_DIR} is still there after dpkg -P");
+    Ok(())
+}
+
+/// The helper makes its TUN device inside the unit's limits: a signal server from the
+/// end-to-end build (`cargo xtask test` makes it; not built here) runs in the namespace,
+/// and the group member creates a network on it.
+fn check_tun(machine: &mut Leftovers, helper_log: &dyn Fn() -> String) -> Result<()> {
+    let signal = crate::e2e_bin_dir().join("trellis-signal");
+    if !signal.is_file() {
+        println!(
+            "==> [7/9] SKIPPED: no {} (`cargo xtask test` builds it): the TUN device is not checked",
+            signal.display()
+        );
+        return Ok(());
+    }
+    println!("==> [7/9] the TUN device: {MEMBER} creates a network on a signal server in {NAMESPACE}");
+    let data = tempfile::tempdir()?;
+    let server = Command::new("ip")
+        .args(["netns", "exec", NAMESPACE])
+        .arg(&signal)
+        .args(["--listen", "127.0.0.1:8443", "--relay-listen", "127.0.0.1:3478", "--data-dir"])
+        .arg(data.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", signal.display()))?;
+    machine.signal = Some(server);
+    wait_until("the signal server to listen", || {
+        let out = run_ok("ip", &["netns", "exec", NAMESPACE, "ss", "-Htln", "sport = :8443"])?;
+        Ok(!text(&out).is_empty())
+    })?;
+    let created =
+        as_user(MEMBER, &["/usr/bin/trellis", "create", "home", "--server", "ws://127.0.0.1:8443"])?;
+    ensure!(
+        created.status.success(),
+        "`trellis create` as {MEMBER} failed ({}): {}{}\n{}",
+        created.status,
+        text(&created),
+        String::from_utf8_lossy(&created.stderr),
+        helper_log()
+    );
+    let mut address = String::new();
+    wait_until("the helper's TUN device trellis0 with an address", || {
+        let out = Command::new("ip")
+            .args(["-n", NAMESPACE, "-o", "-4", "addr", "show", "dev", "trellis0"])
+            .output()?;
+        address = text(&out);
+        Ok(out.status.success() && address.contains("inet "))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", helper_log()))?;
+    println!("      | {}", address.split_whitespace().collect::<Vec<_>>().join(" "));
+    if let Some(mut server) = machine.signal.take() {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
     Ok(())
 }
 
@@ -242,15 +306,16 @@ struct Leftovers {
     group_existed: bool,
     netns: bool,
     helper: Option<Child>,
+    signal: Option<Child>,
     run_dir_ours: bool,
     state_dir_ours: bool,
 }
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        if let Some(mut helper) = self.helper.take() {
-            let _ = helper.kill();
-            let _ = helper.wait();
+        for mut process in [self.helper.take(), self.signal.take()].into_iter().flatten() {
+            let _ = process.kill();
+            let _ = process.wait();
         }
         if self.netns {
             let _ = Command::new("ip").args(["netns", "del", NAMESPACE]).output();
