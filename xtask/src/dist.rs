@@ -12,6 +12,7 @@
 //! and our build machines have no access to those downloads.
 
 mod deb_test;
+mod rpm_check;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -73,6 +74,30 @@ pub fn run_deb_test(args: &[String]) -> Result<()> {
         other => bail!("`test-deb` takes --debug or the path of a .deb, got {other:?}"),
     };
     deb_test::run(&deb)
+}
+
+/// `cargo xtask test-rpm [--debug | FILE.rpm]`: checks the .rpm's files and scriptlets
+/// (see `rpm_check`).
+pub fn run_rpm_check(args: &[String]) -> Result<()> {
+    let rpm = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => newest_bundle(Profile::Release, "rpm")?,
+        ["--debug"] => newest_bundle(Profile::Debug, "rpm")?,
+        [file] if file.ends_with(".rpm") => PathBuf::from(file),
+        other => bail!("`test-rpm` takes --debug or the path of an .rpm, got {other:?}"),
+    };
+    rpm_check::run(&rpm)
+}
+
+/// What `cargo xtask test` runs for the packages: both built from the test build (debug,
+/// so the app and helper are not compiled again in release), the .deb installed and
+/// checked, the .rpm's contents checked.
+pub fn build_and_check_debug_packages() -> Result<()> {
+    let packages = build(Profile::Debug)?;
+    let [deb, rpm] = packages.as_slice() else {
+        bail!("expected a .deb and an .rpm, got {packages:?}");
+    };
+    deb_test::run(deb)?;
+    rpm_check::run(rpm)
 }
 
 /// Builds the helper, the UI and the app, bundles them, and returns the packages' paths.

@@ -20,7 +20,8 @@ usage: cargo xtask <task>
 
 tasks:
   test    build the UI, check formatting, run clippy with -D warnings, then every test:
-          the UI's (vitest, Chromium), the workspace's, the real app's (Xvfb, WebDriver)
+          the UI's (vitest, Chromium), the workspace's, the real app's (Xvfb, WebDriver),
+          the packages' (dist --debug, test-deb, test-rpm) and the quick bench
   demo    start a signal server and two helpers behind NATs (in network namespaces),
           join them by invite code and ping through the tunnel [--keep | --clean]
   bench   Trellis against wireguard-go and boringtun-cli, join time, helper and signal
@@ -30,6 +31,8 @@ tasks:
   test-deb  install a .deb from `dist` on this machine and check it: files, the unit,
           the helper as the unit runs it, who may control it, upgrade, remove, purge;
           everything is removed again [--debug | FILE.deb]
+  test-rpm  check an .rpm from `dist` without installing it: files, modes, scriptlets
+          [--debug | FILE.rpm]
 ";
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("dist") => dist::run(&args[1..]),
         Some("test-deb") => dist::run_deb_test(&args[1..]),
+        Some("test-rpm") => dist::run_rpm_check(&args[1..]),
         // Started by `bench` inside the signal server's namespace, not by people.
         Some("bench-signal-load") => bench::loadgen::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
@@ -76,7 +80,7 @@ fn run_tests(args: &[String]) -> Result<()> {
     ];
     std::env::set_var("TRELLIS_E2E_BIN_DIR", e2e_bin_dir());
     std::env::set_var("TRELLIS_APP_BIN", app::app_binary());
-    let total = steps.len() + 2;
+    let total = steps.len() + 3;
     for (i, (what, cargo_args)) in steps.iter().enumerate() {
         if *what == "tests" {
             std::env::set_var("TRELLIS_TAURI_DRIVER", app::ensure_tauri_driver()?);
@@ -91,6 +95,12 @@ fn run_tests(args: &[String]) -> Result<()> {
         println!("==> [{step}/{total}] {what}: cargo {}", cargo_args.join(" "));
         system::run("cargo", cargo_args)?;
     }
+    // After the app's tests: `tauri build` rewrites target/debug/trellis-app in place.
+    println!(
+        "==> [{}/{total}] packages: cargo xtask dist --debug, test-deb --debug, test-rpm --debug",
+        total - 1
+    );
+    dist::build_and_check_debug_packages()?;
     // The benchmarks' quick check: the bench runs and Trellis carries traffic. Its figures
     // are printed, never asserted (see docs/PERFORMANCE.md).
     println!("==> [{total}/{total}] bench: cargo xtask bench --quick");

@@ -30,7 +30,7 @@ const RUN_DIR: &str = "/run/trellis";
 const SOCKET: &str = "/run/trellis/trellisd.sock";
 const UNIT: &str = "/usr/lib/systemd/system/trellisd.service";
 /// What the package must install, with owner root and these modes.
-const FILES: &[(&str, u32)] = &[
+pub(super) const FILES: &[(&str, u32)] = &[
     ("/usr/bin/trellisd", 0o755),
     ("/usr/bin/trellis", 0o755),
     ("/usr/bin/trellis-app", 0o755),
