@@ -10,4 +10,4 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/trellis";
 #[cfg(target_os = "windows")]
 pub const DEFAULT_SOCKET: &str = r"\\.\pipe\trellisd";
 #[cfg(not(target_os = "windows"))]
-pub const DEFAULT_SOCKET: &str = "/run/trellis/trellisd.sock";
+pub const DEFAULT_SOCKET: &str = trellis_protocol::ipc::endpoint::DEFAULT_ENDPOINT;

@@ -11,6 +11,7 @@ use trellis_protocol::signal::InviteInfo;
 use trellis_protocol::{DeviceName, InviteId, InviteTicket, NetworkName, ServerAddr};
 
 use crate::error::AppError;
+use crate::helper_setup::HelperSetup;
 use crate::link::HelperLink;
 use crate::settings::{AppSettings, SettingsStore};
 
@@ -182,13 +183,26 @@ pub struct AppInfo {
     version: &'static str,
     ipc_version: u32,
     endpoint: String,
+    /// When this app can install the helper itself (AppImage, macOS), what doing so means.
+    helper_setup: Option<String>,
 }
 
 #[tauri::command]
-pub fn app_info(link: Link<'_>) -> AppInfo {
+pub fn app_info(app: tauri::AppHandle, link: Link<'_>) -> AppInfo {
     AppInfo {
         version: env!("CARGO_PKG_VERSION"),
         ipc_version: trellis_protocol::ipc::IPC_VERSION,
         endpoint: link.endpoint().display().to_string(),
+        helper_setup: HelperSetup::find(&app).map(|setup| setup.explanation()),
     }
+}
+
+/// Installs the helper this app carries as the system's service (after the window has
+/// shown `helper_setup` and the person agreed); returns what was done, line by line.
+#[tauri::command]
+pub async fn install_helper(app: tauri::AppHandle) -> Result<Vec<String>, AppError> {
+    let setup = HelperSetup::find(&app).ok_or_else(|| {
+        AppError::internal("this copy of Trellis carries no helper to install; install the Trellis package")
+    })?;
+    setup.install().await
 }

@@ -26,6 +26,7 @@ use trellis_protocol::ipc::{IpcRequest, Status};
 pub mod commands;
 pub mod desktop;
 pub mod error;
+pub mod helper_setup;
 pub mod link;
 pub mod model;
 pub mod platform;
@@ -101,6 +102,7 @@ pub fn run() {
             commands::set_settings,
             commands::copy_text,
             commands::app_info,
+            commands::install_helper,
         ])
         .setup(move |app| {
             let config_dir = app.path().app_config_dir()?;

@@ -1,29 +1,36 @@
-//! `cargo xtask dist`: the Linux packages. One .deb and one .rpm, each carrying the desktop
-//! app (with its desktop entry and icons), the helper `trellisd` with its systemd unit, and
-//! the `trellis` CLI; the maintainer scripts in `installers/linux/` set up the `trellis`
-//! group and the service.
+//! `cargo xtask dist`: the packages for the machine it runs on, each carrying the desktop
+//! app, the helper `trellisd` and the `trellis` CLI:
 //!
-//! The Tauri bundler makes both packages from `src-tauri/tauri.conf.json`. The helper's
-//! binaries are not part of the app's build, and where they are depends on the profile,
-//! so their paths reach the bundler as a second config that it merges over the first
-//! (`tauri build --config`).
+//! * Linux: a .deb and an .rpm (the helper's systemd unit and the maintainer scripts of
+//!   `installers/linux/`), and an AppImage when the bundler's tools are at hand (the app
+//!   installs the helper's service on first run, through pkexec).
+//! * Windows: an MSI (`installers/windows/trellisd.wxs`: the helper, wintun.dll, the service).
+//! * macOS: a DMG whose app bundle carries the helper; the app installs the launchd daemon on
+//!   first run, after an administrator prompt.
 //!
-//! No AppImage: the bundler downloads linuxdeploy and appimagetool while bundling one,
-//! and our build machines have no access to those downloads.
+//! The Tauri bundler makes them all from `src-tauri/tauri.conf.json`. The helper's binaries
+//! are not part of the app's build, and where they are depends on the profile, so their
+//! paths reach the bundler as a second config that it merges over the first
+//! (`tauri build --config`). Only the Linux part runs on our build machines; the release
+//! workflow (`.github/workflows/release.yml`) runs the others.
 
 mod deb_test;
 mod rpm_check;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use crate::{app, system};
 
-/// The helper's binaries and where each goes in the packages.
+/// The helper's binaries, and where each goes in the Linux packages.
 const HELPER_BINARIES: &[(&str, &str)] =
     &[("trellisd", "/usr/bin/trellisd"), ("trellis", "/usr/bin/trellis")];
+
+/// The AppImage's bundler step downloads linuxdeploy and its plugins into this cache
+/// (under the home directory) unless they are there.
+const APPIMAGE_TOOL: &str = ".cache/tauri/linuxdeploy-x86_64.AppImage";
 
 /// Which build the packages come from.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,22 +52,22 @@ impl Profile {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let profile = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => Profile::Release,
-        ["--debug"] => Profile::Debug,
-        other => bail!("`dist` takes only --debug, got {other:?}"),
-    };
+    let mut profile = Profile::Release;
+    let mut appimage = false;
+    for arg in args {
+        match arg.as_str() {
+            "--debug" => profile = Profile::Debug,
+            "--appimage" => appimage = true,
+            other => bail!("`dist` takes --debug and --appimage, got {other:?}"),
+        }
+    }
     let started = Instant::now();
-    let packages = build(profile)?;
+    let packages = build(profile, appimage)?;
     println!("==> packages ({}, {} s):", profile.dir(), started.elapsed().as_secs());
     for package in &packages {
         let size = std::fs::metadata(package).map(|m| m.len()).unwrap_or(0);
         println!("      {}  ({:.1} MB)", package.display(), size as f64 / 1e6);
     }
-    println!(
-        "    AppImage: not built here: its bundler step downloads linuxdeploy and appimagetool,\n    \
-         which this machine cannot reach (`tauri build --bundles appimage` where it can)."
-    );
     Ok(())
 }
 
@@ -92,8 +99,8 @@ pub fn run_rpm_check(args: &[String]) -> Result<()> {
 /// so the app and helper are not compiled again in release), the .deb installed and
 /// checked, the .rpm's contents checked.
 pub fn build_and_check_debug_packages() -> Result<()> {
-    let packages = build(Profile::Debug)?;
-    let [deb, rpm] = packages.as_slice() else {
+    let packages = build(Profile::Debug, false)?;
+    let [deb, rpm, ..] = packages.as_slice() else {
         bail!("expected a .deb and an .rpm, got {packages:?}");
     };
     deb_test::run(deb)?;
@@ -101,8 +108,12 @@ pub fn build_and_check_debug_packages() -> Result<()> {
 }
 
 /// Builds the helper, the UI and the app, bundles them, and returns the packages' paths.
-pub fn build(profile: Profile) -> Result<Vec<PathBuf>> {
-    system::ensure_packages(app::APP_BUILD_PACKAGES)?;
+/// `appimage`: build the AppImage even if its tools must be downloaded (Linux).
+pub fn build(profile: Profile, appimage: bool) -> Result<Vec<PathBuf>> {
+    let os = std::env::consts::OS;
+    if os == "linux" {
+        system::ensure_packages(app::APP_BUILD_PACKAGES)?;
+    }
 
     let mut cargo_args = vec!["build", "-p", "trellis-helper", "--bins"];
     if profile == Profile::Release {
@@ -111,14 +122,12 @@ pub fn build(profile: Profile) -> Result<Vec<PathBuf>> {
     println!("==> [1/4] the helper: cargo {}", cargo_args.join(" "));
     system::run("cargo", &cargo_args)?;
     let bin_dir = crate::target_dir().join(profile.dir());
-    let helper_files = HELPER_BINARIES
-        .iter()
-        .map(|(name, installed)| {
-            let built = bin_dir.join(name);
-            anyhow::ensure!(built.is_file(), "the helper's build left no {}", built.display());
-            Ok((*installed, built))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let exe = std::env::consts::EXE_SUFFIX;
+    let helper = bin_dir.join(format!("trellisd{exe}"));
+    let cli = bin_dir.join(format!("trellis{exe}"));
+    for built in [&helper, &cli] {
+        anyhow::ensure!(built.is_file(), "the helper's build left no {}", built.display());
+    }
 
     println!("==> [2/4] the UI");
     app::build_ui()?;
@@ -126,14 +135,35 @@ pub fn build(profile: Profile) -> Result<Vec<PathBuf>> {
     println!("==> [3/4] the Tauri CLI");
     let tauri = ensure_tauri_cli()?;
 
-    let config = bundler_config(&helper_files);
-    let config_path = crate::target_dir().join("dist").join("tauri.linux.json");
-    std::fs::create_dir_all(config_path.parent().unwrap())
-        .with_context(|| format!("cannot create {}", config_path.parent().unwrap().display()))?;
+    let dist_dir = crate::target_dir().join("dist");
+    std::fs::create_dir_all(&dist_dir).with_context(|| format!("cannot create {}", dist_dir.display()))?;
+    let (bundles, kinds, config) = match os {
+        "linux" => {
+            let tools = std::env::var_os("HOME").map(|home| Path::new(&home).join(APPIMAGE_TOOL));
+            let with_appimage = appimage || tools.as_ref().is_some_and(|t| t.is_file());
+            if !with_appimage {
+                println!(
+                    "    AppImage: not built: its bundler step downloads linuxdeploy and appimagetool (into\n    \
+                     ~/.cache/tauri), which this machine does not have; `cargo xtask dist --appimage` where it can\n    \
+                     download them (the release workflow does)."
+                );
+            }
+            let config = linux_config(&helper, &cli);
+            if with_appimage {
+                ("deb,rpm,appimage", vec!["deb", "rpm", "appimage"], config)
+            } else {
+                ("deb,rpm", vec!["deb", "rpm"], config)
+            }
+        }
+        "windows" => ("msi", vec!["msi"], windows_config(&helper, &cli, &dist_dir)?),
+        "macos" => ("app,dmg", vec!["dmg"], macos_config(&helper, &cli)),
+        other => bail!("no packages for {other}"),
+    };
+    let config_path = dist_dir.join("tauri.dist.json");
     std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
 
-    let mut tauri_args = vec!["build", "--bundles", "deb,rpm", "--config", config_path.to_str().unwrap()];
+    let mut tauri_args = vec!["build", "--bundles", bundles, "--config", config_path.to_str().unwrap()];
     if profile == Profile::Debug {
         tauri_args.push("--debug");
     }
@@ -146,9 +176,7 @@ pub fn build(profile: Profile) -> Result<Vec<PathBuf>> {
     if !status.success() {
         bail!("`tauri {}` failed ({status}); its output above says why", tauri_args.join(" "));
     }
-
-    let packages = vec![newest_bundle(profile, "deb")?, newest_bundle(profile, "rpm")?];
-    Ok(packages)
+    kinds.into_iter().map(|kind| newest_bundle(profile, kind)).collect()
 }
 
 /// The Tauri CLI from the UI's npm packages (`@tauri-apps/cli`, a dev dependency pinned
@@ -167,18 +195,60 @@ fn ensure_tauri_cli() -> Result<PathBuf> {
     Ok(cli)
 }
 
-/// What `tauri build --config` merges over tauri.conf.json (a JSON merge patch): the
-/// helper's binaries in both packages, and no `beforeBuildCommand`, since the UI is built.
-fn bundler_config(helper_files: &[(&str, PathBuf)]) -> serde_json::Value {
-    let files: serde_json::Map<String, serde_json::Value> = helper_files
+/// What `tauri build --config` merges over tauri.conf.json (a JSON merge patch), on
+/// Linux: the helper's binaries in every package, and no `beforeBuildCommand`, since the
+/// UI is built. In the AppImage they sit in usr/bin, where the app looks for them to
+/// install the service.
+fn linux_config(helper: &Path, cli: &Path) -> serde_json::Value {
+    let files: serde_json::Map<String, serde_json::Value> = HELPER_BINARIES
         .iter()
-        .map(|(installed, built)| (installed.to_string(), built.to_string_lossy().into()))
+        .zip([helper, cli])
+        .map(|((_, installed), built)| (installed.to_string(), built.to_string_lossy().into()))
         .collect();
     serde_json::json!({
         "build": { "beforeBuildCommand": null },
         "bundle": { "linux": {
             "deb": { "files": files.clone() },
-            "rpm": { "files": files },
+            "rpm": { "files": files.clone() },
+            "appimage": { "files": files },
+        } },
+    })
+}
+
+/// Windows: the WiX fragment of installers/windows with the binaries' paths filled in.
+/// wintun.dll (https://www.wintun.net, signed by WireGuard LLC) comes from
+/// `TRELLIS_WINTUN_DLL`; the release workflow downloads it and checks its hash.
+fn windows_config(helper: &Path, cli: &Path, dist_dir: &Path) -> Result<serde_json::Value> {
+    let wintun = std::env::var_os("TRELLIS_WINTUN_DLL")
+        .map(PathBuf::from)
+        .context("set TRELLIS_WINTUN_DLL to wintun.dll (amd64) from https://www.wintun.net")?;
+    anyhow::ensure!(wintun.is_file(), "no wintun.dll at {}", wintun.display());
+    let template = crate::workspace_root().join("installers/windows/trellisd.wxs");
+    let fragment = std::fs::read_to_string(&template)
+        .with_context(|| format!("cannot read {}", template.display()))?
+        .replace("@TRELLISD_EXE@", &helper.to_string_lossy())
+        .replace("@TRELLIS_EXE@", &cli.to_string_lossy())
+        .replace("@WINTUN_DLL@", &wintun.to_string_lossy());
+    let fragment_path = dist_dir.join("trellisd.wxs");
+    std::fs::write(&fragment_path, fragment)
+        .with_context(|| format!("cannot write {}", fragment_path.display()))?;
+    Ok(serde_json::json!({
+        "build": { "beforeBuildCommand": null },
+        "bundle": { "windows": { "wix": {
+            "fragmentPaths": [fragment_path.to_string_lossy()],
+            "componentRefs": ["TrellisHelper", "TrellisCli", "Wintun"],
+        } } },
+    }))
+}
+
+/// macOS: the helper and the CLI in the app bundle's Contents/Resources, from where the
+/// app runs `trellisd install-service` on first start.
+fn macos_config(helper: &Path, cli: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "build": { "beforeBuildCommand": null },
+        "bundle": { "resources": {
+            helper.to_string_lossy(): "trellisd",
+            cli.to_string_lossy(): "trellis",
         } },
     })
 }
@@ -190,7 +260,7 @@ pub fn newest_bundle(profile: Profile, kind: &str) -> Result<PathBuf> {
     let newest = std::fs::read_dir(&dir)
         .with_context(|| format!("no packages in {} (run `cargo xtask dist` first)", dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == kind))
+        .filter(|path| path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case(kind)))
         .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok());
     newest.with_context(|| format!("no .{kind} in {}", dir.display()))
 }

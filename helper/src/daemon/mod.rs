@@ -555,9 +555,13 @@ impl crate::ipc::Control for DaemonControl {
 }
 
 /// Opens the control socket at `endpoint` and answers on it.
-pub async fn serve_ipc(daemon: Arc<Daemon>, endpoint: &std::path::Path) -> anyhow::Result<IpcServer> {
+pub async fn serve_ipc(
+    daemon: Arc<Daemon>,
+    options: &crate::ipc::ListenOptions,
+) -> anyhow::Result<IpcServer> {
     use anyhow::Context;
-    let listener = crate::ipc::IpcListener::bind(&crate::ipc::ListenOptions::new(endpoint))
+    let endpoint = &options.path;
+    let listener = crate::ipc::IpcListener::bind(options)
         .with_context(|| format!("cannot open the control socket {}", endpoint.display()))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let events = daemon.events.clone();

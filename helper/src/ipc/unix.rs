@@ -161,7 +161,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 }
 
 fn group_gid(name: &str) -> Option<u32> {
-    let gid = fs::read_to_string("/etc/group").ok().and_then(|text| auth::find_group_gid(&text, name));
+    let gid = lookup_group_gid(name);
     if gid.is_none() {
         tracing::info!(group = name, "no such group: only root and the helper's user may connect");
     }
@@ -171,7 +171,11 @@ fn group_gid(name: &str) -> Option<u32> {
 fn peer_credentials(stream: &UnixStream) -> io::Result<PeerCredentials> {
     let cred = stream.peer_cred()?;
     let pid = cred.pid();
-    Ok(PeerCredentials { uid: cred.uid(), gid: cred.gid(), pid, groups: supplementary_groups(pid) })
+    #[cfg(target_os = "macos")]
+    let groups = supplementary_groups_of_user(cred.uid());
+    #[cfg(not(target_os = "macos"))]
+    let groups = supplementary_groups(pid);
+    Ok(PeerCredentials { uid: cred.uid(), gid: cred.gid(), pid, groups })
 }
 
 /// The peer's supplementary groups. On Linux from `/proc`; a process that exited since
@@ -183,8 +187,40 @@ fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// Elsewhere (macOS) only the primary group of the peer is known.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(target_os = "macos"))]
+fn lookup_group_gid(name: &str) -> Option<u32> {
+    fs::read_to_string("/etc/group").ok().and_then(|text| auth::find_group_gid(&text, name))
+}
+
+/// macOS keeps groups in Directory Services, not /etc/group (which lists only a few
+/// built-in ones): `dscl . -read /Groups/<name> PrimaryGroupID`. Not compiled here.
+#[cfg(target_os = "macos")]
+fn lookup_group_gid(name: &str) -> Option<u32> {
+    let out = std::process::Command::new("dscl")
+        .args([".", "-read", &format!("/Groups/{name}"), "PrimaryGroupID"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().last()?.parse().ok().filter(|_| out.status.success())
+}
+
+/// macOS: the groups Directory Services gives the peer's user (`id -G <uid>`); the kernel
+/// reports only the primary group of a Unix socket's peer. Not compiled here.
+#[cfg(target_os = "macos")]
+fn supplementary_groups_of_user(uid: u32) -> Vec<u32> {
+    std::process::Command::new("id")
+        .args(["-G", &uid.to_string()])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|g| g.parse().ok()).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Elsewhere only the primary group of the peer is known.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn supplementary_groups(_pid: Option<i32>) -> Vec<u32> {
     Vec::new()
 }

@@ -7,10 +7,14 @@ mod unix {
     use std::path::Path;
 
     /// Where the helper listens unless told otherwise.
+    #[cfg(not(target_os = "macos"))]
     pub const DEFAULT_ENDPOINT: &str = "/run/trellis/trellisd.sock";
+    /// macOS has no /run (and its system volume is read-only): /var/run instead.
+    #[cfg(target_os = "macos")]
+    pub const DEFAULT_ENDPOINT: &str = "/var/run/trellis/trellisd.sock";
 
     #[cfg(target_os = "macos")]
-    pub const START_HINT: &str = "start it with `sudo launchctl kickstart system/trellisd`";
+    pub const START_HINT: &str = "start it with `sudo launchctl kickstart system/org.trellis.trellisd`";
     #[cfg(not(target_os = "macos"))]
     pub const START_HINT: &str = "start it with `sudo systemctl start trellisd`";
 

@@ -169,6 +169,8 @@ export interface AppInfo {
   version: string;
   ipcVersion: number;
   endpoint: string;
+  /** When this app can install the helper itself (AppImage, macOS): what that will do. */
+  helperSetup: string | null;
 }
 
 export interface CreatedInvite {

@@ -29,6 +29,8 @@ const STATE_DIR: &str = "/var/lib/trellis";
 const RUN_DIR: &str = "/run/trellis";
 const SOCKET: &str = "/run/trellis/trellisd.sock";
 const UNIT: &str = "/usr/lib/systemd/system/trellisd.service";
+/// Written by the postinst for the installing user (TRELLIS_OWNER_UID).
+const OWNER_DROP_IN: &str = "/etc/systemd/system/trellisd.service.d/owner.conf";
 /// What the package must install, with owner root and these modes.
 pub(super) const FILES: &[(&str, u32)] = &[
     ("/usr/bin/trellisd", 0o755),
@@ -85,6 +87,12 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
         "the postinst did not add {MEMBER} to {GROUP} (its groups: {groups})"
     );
     let gid = group_gid(GROUP).context("the postinst did not create the group trellis")?;
+    let drop_in = std::fs::read_to_string(OWNER_DROP_IN).context("the postinst wrote no owner drop-in")?;
+    let owner_env = format!("TRELLIS_OWNER_UID={member_uid}");
+    ensure!(
+        drop_in.lines().any(|l| l == format!("Environment={owner_env}")),
+        "{OWNER_DROP_IN} does not name {MEMBER} ({member_uid}):\n{drop_in}"
+    );
 
     println!("==> [3/9] files, owners and modes");
     for (path, mode) in FILES {
@@ -134,10 +142,13 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
     let log_path = std::env::temp_dir().join("trellis-deb-test-trellisd.log");
     let log = std::fs::File::create(&log_path)?;
     // ip, setpriv and sh each exec the next, so the child's pid is trellisd's.
+    // The environment systemd adds from the postinst's drop-in.
+    let (owner_key, owner_uid) = owner_env.split_once('=').unwrap();
     let helper = Command::new("ip")
         .args(["netns", "exec", NAMESPACE, "setpriv", "--bounding-set", &format!("-all,{bounding_set}")])
         .args(["--no-new-privs", "--", "sh", "-c", &format!("umask {umask} && exec \"$@\""), "sh"])
         .args(&exec_start)
+        .env(owner_key, owner_uid)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -183,6 +194,18 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
     for line in text(&member).lines() {
         println!("      | {line}");
     }
+    // As right after the install: the member's session does not have the group yet, and
+    // the helper lets them in by uid.
+    let before_login = Command::new("setpriv")
+        .args(["--reuid", MEMBER, "--regid", MEMBER, "--clear-groups", "--", "/usr/bin/trellis", "status"])
+        .output()
+        .context("cannot run setpriv")?;
+    ensure!(
+        before_login.status.success(),
+        "`trellis status` as {MEMBER} without the group (before logging in again) failed ({}): {}",
+        before_login.status,
+        String::from_utf8_lossy(&before_login.stderr)
+    );
     let outsider = as_user(OUTSIDER, &["/usr/bin/trellis", "status"])?;
     ensure!(
         outsider.status.code() == Some(4),
@@ -215,6 +238,7 @@ fn test(deb: &Path, machine: &mut Leftovers) -> Result<()> {
     dpkg(&["-P"], Path::new(&machine.package), &[])?;
     machine.installed = false;
     ensure!(!Path::new(STATE_DIR).exists(), "{STATE_DIR} is still there after dpkg -P");
+    ensure!(!Path::new(OWNER_DROP_IN).exists(), "{OWNER_DROP_IN} is still there after dpkg -P");
     Ok(())
 }
 
@@ -283,6 +307,9 @@ fn refuse_to_clobber(package: &str) -> Result<()> {
     }
     if Path::new(STATE_DIR).exists() {
         bail!("{STATE_DIR} exists (a device key?); the test would purge it: move it away first");
+    }
+    if Path::new(OWNER_DROP_IN).exists() {
+        bail!("{OWNER_DROP_IN} exists (left by an earlier install?); the test would purge it: move it away first");
     }
     if Path::new(SOCKET).exists() {
         bail!("{SOCKET} exists: a trellisd may be running here; stop it first");

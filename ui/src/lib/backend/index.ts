@@ -42,6 +42,8 @@ export interface Backend {
   setSettings(settings: AppSettings): Promise<AppSettings>;
   copyText(text: string): Promise<null>;
   appInfo(): Promise<AppInfo>;
+  /** Installs the helper this app carries (after an administrator prompt); what was done. */
+  installHelper(): Promise<string[]>;
   /** Resolves once the listener is registered, so no event can slip past. */
   on<E extends EventName>(event: E, handler: (payload: BackendEvents[E]) => void): Promise<Unsubscribe>;
 }

@@ -327,7 +327,32 @@ export class MockBackend implements Backend {
 
   async appInfo(): Promise<AppInfo> {
     await this.pause();
-    return { version: '0.1.0', ipcVersion: 1, endpoint: '/run/trellis/trellisd.sock' };
+    return { version: '0.1.0', ipcVersion: 1, endpoint: '/run/trellis/trellisd.sock', helperSetup: this.state.helperSetup };
+  }
+
+  /** Set by tests: the next installHelper fails with this (as a declined prompt would). */
+  installFailure: AppError | null = null;
+
+  async installHelper(): Promise<string[]> {
+    await this.pause();
+    await this.pause();
+    if (!this.state.helperSetup) {
+      throw { kind: 'internal', message: 'this copy of Trellis carries no helper to install; install the Trellis package' };
+    }
+    if (this.installFailure) throw clone(this.installFailure);
+    this.state.helperSetup = null;
+    // The service starts, and the app finds it (helper-connection), as after a real install.
+    setTimeout(() => this.fixHelper(), this.latencyMs);
+    return [
+      'Installing the Trellis helper as the systemd service trellisd.service:',
+      '  installed /usr/local/bin/trellisd',
+      '  installed /usr/local/bin/trellis',
+      '  wrote /etc/systemd/system/trellisd.service',
+      '  created the group trellis',
+      '  added laptop-user to trellis (log out and in again to use Trellis without sudo)',
+      '  enabled and started trellisd.service (logs: journalctl -u trellisd)',
+      'Done.',
+    ];
   }
 
   async on<E extends EventName>(event: E, handler: (payload: BackendEvents[E]) => void): Promise<Unsubscribe> {

@@ -12,6 +12,7 @@ export const SCENARIOS = [
   'attention',
   'removed',
   'not_installed',
+  'not_installed_appimage',
   'not_running',
   'permission_denied',
   'version_mismatch',
@@ -29,9 +30,20 @@ export const HOME_NETWORK_ID = '5f0c1e2d3a4b59687766554433221100';
 export const FRIENDS_NETWORK_ID = '0a1b2c3d4e5f60718293a4b5c6d7e8f9';
 export const SERVER = 'vpn.example.org:8443';
 
+/** What the AppImage's app says before installing the helper (helper_setup.rs). */
+export const HELPER_SETUP =
+  'Trellis will ask for an administrator\'s password, then install its helper (trellisd) as a system service: ' +
+  'copied to /usr/local/bin, started now and at every boot by systemd, running as root with network rights only. ' +
+  "It creates the network device, keeps this device's private key in /var/lib/trellis, and lets members of the " +
+  'group trellis use it; you are added to that group. `sudo trellisd uninstall-service` removes it.';
+
 /** What the app would say for each way the helper can be out of reach. */
 export const HELPER_ERRORS: Record<string, AppError> = {
   not_installed: {
+    kind: 'not_installed',
+    message: 'The Trellis helper (trellisd) is not installed on this computer; install the Trellis package, then try again.',
+  },
+  not_installed_appimage: {
     kind: 'not_installed',
     message: 'The Trellis helper (trellisd) is not installed on this computer; install the Trellis package, then try again.',
   },
@@ -188,6 +200,8 @@ export const DEFAULT_SETTINGS: AppSettings = {
 
 export interface ScenarioState {
   helperError: AppError | null;
+  /** What app_info says about installing the helper (the AppImage and macOS offer it). */
+  helperSetup: string | null;
   status: Status;
   peers: PeerInfo[];
   invites: InviteInfo[];
@@ -199,6 +213,7 @@ export function scenarioState(scenario: Scenario, nowSecs: number): ScenarioStat
   const status = baseStatus();
   const state: ScenarioState = {
     helperError: HELPER_ERRORS[scenario] ?? null,
+    helperSetup: scenario === 'not_installed_appimage' ? HELPER_SETUP : null,
     status,
     peers: homePeers(),
     invites: openInvites(nowSecs),

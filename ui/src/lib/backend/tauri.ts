@@ -35,6 +35,7 @@ export class TauriBackend implements Backend {
   setSettings = (settings: AppSettings) => call<AppSettings>('set_settings', { settings });
   copyText = (text: string) => call<null>('copy_text', { text });
   appInfo = () => call<AppInfo>('app_info');
+  installHelper = () => call<string[]>('install_helper');
 
   async on<E extends EventName>(event: E, handler: (payload: BackendEvents[E]) => void): Promise<Unsubscribe> {
     return listen<BackendEvents[E]>(event, (e) => handler(e.payload));

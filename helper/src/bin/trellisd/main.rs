@@ -1,0 +1,141 @@
+//! `trellisd`: the privileged Trellis helper. See `trellisd --help` and README.md.
+//!
+//! Normally started by the system's service manager (systemd, launchd, the Windows service
+//! control manager), which the packages set up. `trellisd install-service` sets the service
+//! up where no package did: from the AppImage, the macOS app bundle, or a plain download.
+
+mod service;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::EnvFilter;
+use trellis_helper::daemon::{Daemon, DaemonConfig};
+
+/// The Trellis helper: owns the device key, the TUN device, ICE and WireGuard, and
+/// answers the `trellis` CLI and the desktop app on a local socket.
+#[derive(Parser, Debug)]
+#[command(name = "trellisd", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// How the helper runs.
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// Where the device key and state live (root-only).
+    #[arg(long, env = "TRELLIS_STATE_DIR", default_value = trellis_helper::paths::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// The local control socket for `trellis` and the app.
+    #[arg(long, env = "TRELLIS_SOCKET", default_value = trellis_helper::paths::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Name of the TUN device.
+    #[arg(long, env = "TRELLIS_TUN", default_value = "trellis0")]
+    tun: String,
+    /// UDP port for ICE and WireGuard (0: any free port).
+    #[arg(long, env = "TRELLIS_PORT", default_value_t = 0)]
+    port: u16,
+    /// This device's name on first start (default: the host name); later `trellis rename`.
+    #[arg(long)]
+    name: Option<trellis_protocol::DeviceName>,
+    /// A user (uid) who may control the helper without being in the group `trellis`: the
+    /// person who installed it, who would otherwise have to log in again before their new
+    /// group counts. The installers set it (TRELLIS_OWNER_UID in the service's environment).
+    #[cfg(unix)]
+    #[arg(long, env = "TRELLIS_OWNER_UID", value_name = "UID")]
+    owner_uid: Option<u32>,
+    /// Log filter, as in RUST_LOG.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    /// Run under the Windows service control manager (the service's command line has it).
+    #[cfg(windows)]
+    #[arg(long, hide = true)]
+    service: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install this trellisd as the system's Trellis service and start it (as root or
+    /// administrator). Says what it does, step by step.
+    InstallService(service::InstallArgs),
+    /// Stop and remove the service installed by `install-service`; the device key and
+    /// state stay unless --purge.
+    UninstallService(service::UninstallArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Some(Command::InstallService(install)) => service::install(&install),
+        Some(Command::UninstallService(uninstall)) => service::uninstall(&uninstall),
+        None => {
+            #[cfg(windows)]
+            if args.run.service {
+                return service::run_as_windows_service(args.run);
+            }
+            init_logging(
+                &args.run.log,
+                BoxMakeWriter::new(std::io::stderr),
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )?;
+            runtime()?.block_on(run(args.run, shutdown_signal()))
+        }
+    }
+}
+
+/// Logs to `writer`: stderr (the journal under systemd, the log file launchd names), or a
+/// file where the service manager keeps no output (Windows).
+fn init_logging(filter: &str, writer: BoxMakeWriter, ansi: bool) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_env_filter(EnvFilter::try_new(filter).context("invalid log filter")?)
+        .init();
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Runs the helper until `shutdown` completes.
+async fn run(
+    args: RunArgs,
+    shutdown: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let config =
+        DaemonConfig { state_dir: args.state_dir, tun_name: args.tun, port: args.port, name: args.name };
+    let daemon = Daemon::start(config).await?;
+    #[allow(unused_mut)] // owner_uid exists on Unix only
+    let mut listen = trellis_helper::ipc::ListenOptions::new(&args.socket);
+    #[cfg(unix)]
+    {
+        listen.owner_uid = args.owner_uid;
+    }
+    let server = trellis_helper::daemon::serve_ipc(daemon, &listen).await?;
+    shutdown.await?;
+    tracing::info!("shutting down");
+    drop(server);
+    let _ = std::fs::remove_file(&args.socket);
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")?;
+    Ok(())
+}
