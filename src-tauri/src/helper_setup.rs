@@ -54,14 +54,14 @@ impl HelperSetup {
                 (trellisd) as a system service: copied to /usr/local/bin, started now and at every boot by \
                 systemd, running as root with network rights only. It creates the network device, keeps this \
                 device's private key in /var/lib/trellis, and lets members of the group trellis use it; \
-                you are added to that group. `sudo trellisd uninstall-service` removes it."
+                you are added to that group. To remove it later: sudo trellisd uninstall-service."
                 .into(),
             Elevation::MacAdministrator => {
                 "Trellis will ask for an administrator's password, then install its \
                 helper (trellisd) as a system service: copied to /Library/PrivilegedHelperTools, started now \
                 and at every start-up by launchd, running as root. It creates the network device, keeps this \
                 device's private key in /Library/Application Support/Trellis, and lets members of the group \
-                trellis use it; you are added to that group. `sudo trellisd uninstall-service` removes it."
+                trellis use it; you are added to that group. To remove it later: sudo trellisd uninstall-service."
                     .into()
             }
         }

@@ -83,6 +83,36 @@ describe('helper problems', () => {
     });
   }
 
+  it('the AppImage offers to install the helper, says what that does first, and connects after', async () => {
+    const page = await open('not_installed_appimage');
+    await tid(page, 'install-helper-card').waitFor(WAIT);
+    expect(await text(page, 'install-helper-explanation')).toMatch(/administrator's password.*systemd.*group trellis/s);
+    // The package advice is not shown where the app can do it itself.
+    expect(await tid(page, 'helper-problem').textContent()).not.toMatch(/apt install/);
+    await shot(page, 'problem-not_installed-appimage');
+    await tid(page, 'install-helper').click();
+    await tid(page, 'install-output').waitFor(WAIT);
+    expect(await text(page, 'install-output')).toMatch(/enabled and started trellisd.service/);
+    // The service is up: the app reports the helper back, and the first-run screen shows.
+    await tid(page, 'first-run').waitFor(WAIT);
+    expect(await tid(page, 'helper-problem').count()).toBe(0);
+  });
+
+  it('a declined administrator prompt is said, and the offer stays', async () => {
+    const page = await open('not_installed_appimage');
+    await tid(page, 'install-helper-card').waitFor(WAIT);
+    await page.evaluate(() => {
+      (window as any).__TRELLIS_MOCK__.installFailure = {
+        kind: 'internal',
+        message: 'The helper was not installed: the administrator prompt was declined. Nothing was changed.',
+      };
+    });
+    await tid(page, 'install-helper').click();
+    await waitText(page, 'install-error', 'The helper was not installed: the administrator prompt was declined. Nothing was changed.');
+    expect(await tid(page, 'install-helper').isEnabled()).toBe(true);
+    expect(await tid(page, 'install-output').count()).toBe(0);
+  });
+
   it('Try again keeps the problem screen while the helper is away, and it recovers by itself', async () => {
     const page = await open('not_running');
     await tid(page, 'retry').click();

@@ -340,8 +340,9 @@ export class MockBackend implements Backend {
       throw { kind: 'internal', message: 'this copy of Trellis carries no helper to install; install the Trellis package' };
     }
     if (this.installFailure) throw clone(this.installFailure);
-    this.state.helperSetup = null;
-    // The service starts, and the app finds it (helper-connection), as after a real install.
+    // A newly installed helper: no network yet. The service starts, and the app finds it
+    // (helper-connection), as after a real install.
+    this.state = { ...scenarioState('fresh', this.now()), helperError: this.state.helperError };
     setTimeout(() => this.fixHelper(), this.latencyMs);
     return [
       'Installing the Trellis helper as the systemd service trellisd.service:',
