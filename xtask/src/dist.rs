@@ -14,7 +14,11 @@
 //! (`tauri build --config`). Only the Linux part runs on our build machines; the release
 //! workflow (`.github/workflows/release.yml`) runs the others.
 
+// Installing and reading Linux packages: on Linux only (the rest of xtask builds on every
+// OS, for the release workflow's `cargo xtask dist`).
+#[cfg(target_os = "linux")]
 mod deb_test;
+#[cfg(target_os = "linux")]
 mod rpm_check;
 
 use std::path::{Path, PathBuf};
@@ -80,7 +84,10 @@ pub fn run_deb_test(args: &[String]) -> Result<()> {
         [file] if file.ends_with(".deb") => PathBuf::from(file),
         other => bail!("`test-deb` takes --debug or the path of a .deb, got {other:?}"),
     };
-    deb_test::run(&deb)
+    #[cfg(target_os = "linux")]
+    return deb_test::run(&deb);
+    #[cfg(not(target_os = "linux"))]
+    bail!("`test-deb` installs {} on this machine: Linux only", deb.display());
 }
 
 /// `cargo xtask test-rpm [--debug | FILE.rpm]`: checks the .rpm's files and scriptlets
@@ -92,7 +99,10 @@ pub fn run_rpm_check(args: &[String]) -> Result<()> {
         [file] if file.ends_with(".rpm") => PathBuf::from(file),
         other => bail!("`test-rpm` takes --debug or the path of an .rpm, got {other:?}"),
     };
-    rpm_check::run(&rpm)
+    #[cfg(target_os = "linux")]
+    return rpm_check::run(&rpm);
+    #[cfg(not(target_os = "linux"))]
+    bail!("`test-rpm` reads {} with Debian's rpm tools: Linux only", rpm.display());
 }
 
 /// What `cargo xtask test` runs for the packages: both built from the test build (debug,
@@ -103,8 +113,10 @@ pub fn build_and_check_debug_packages() -> Result<()> {
     let [deb, rpm, ..] = packages.as_slice() else {
         bail!("expected a .deb and an .rpm, got {packages:?}");
     };
-    deb_test::run(deb)?;
-    rpm_check::run(rpm)
+    #[cfg(target_os = "linux")]
+    return deb_test::run(deb).and_then(|()| rpm_check::run(rpm));
+    #[cfg(not(target_os = "linux"))]
+    bail!("the package tests of {} and {} run on Linux only", deb.display(), rpm.display());
 }
 
 /// Builds the helper, the UI and the app, bundles them, and returns the packages' paths.
