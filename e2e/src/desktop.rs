@@ -150,3 +150,39 @@ pub fn app_binary() -> &'static Path {
         target.join("debug").join("trellis-app")
     })
 }
+
+/// tauri-driver: `TRELLIS_TAURI_DRIVER`, else where `cargo xtask test` installs it, else PATH.
+pub fn tauri_driver() -> PathBuf {
+    if let Some(path) = std::env::var_os("TRELLIS_TAURI_DRIVER") {
+        return PathBuf::from(path);
+    }
+    let installed = workspace_root().join("target/app-tools/bin/tauri-driver");
+    if installed.exists() {
+        return installed;
+    }
+    which("tauri-driver").expect(
+        "tauri-driver is missing: `cargo xtask test` installs it (cargo install tauri-driver --locked)",
+    )
+}
+
+/// A TCP port on loopback that nothing listens on now (for tauri-driver and its native driver).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Prints the app's, the driver's and Xvfb's logs from `dir` if the test fails; keep the
+/// returned guard alive until the test's end.
+pub fn print_logs_on_failure(dir: &Path) -> impl Drop {
+    struct Guard(PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                for name in ["trellis-app.log", "tauri-driver.log", "xvfb-err.log"] {
+                    let text = std::fs::read_to_string(self.0.join(name)).unwrap_or_default();
+                    eprintln!("----- {name} -----\n{text}");
+                }
+            }
+        }
+    }
+    Guard(dir.to_path_buf())
+}

@@ -6,32 +6,13 @@
 //! Screenshots of each screen go to target/screenshots/; with
 //! `TRELLIS_UPDATE_SCREENSHOTS=1` also to docs/screenshots/ (what README shows).
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use trellis_e2e::desktop::{app_binary, which, Desktop};
+use trellis_e2e::desktop::{app_binary, free_port, print_logs_on_failure, tauri_driver, which, Desktop};
 use trellis_e2e::topology::{Nat, World};
 use trellis_e2e::webdriver::Session;
 use trellis_e2e::{privileged_or_explain, workspace_root, Process};
-
-/// tauri-driver: `TRELLIS_TAURI_DRIVER`, else where `cargo xtask test` installs it, else PATH.
-fn tauri_driver() -> PathBuf {
-    if let Some(path) = std::env::var_os("TRELLIS_TAURI_DRIVER") {
-        return PathBuf::from(path);
-    }
-    let installed = workspace_root().join("target/app-tools/bin/tauri-driver");
-    if installed.exists() {
-        return installed;
-    }
-    which("tauri-driver").expect(
-        "tauri-driver is missing: `cargo xtask test` installs it (cargo install tauri-driver --locked)",
-    )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Screenshots {
     dirs: Vec<PathBuf>,
@@ -81,7 +62,7 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
     let _driver = Process::spawn_command("tauri-driver", driver, world.dir.path());
     let app = Session::start(&format!("http://127.0.0.1:{port}"), app_binary());
     let shots = Screenshots::new();
-    let on_failure = scopeguard(world.dir.path());
+    let on_failure = print_logs_on_failure(world.dir.path());
 
     // First run: the installed default server is filled in; create a network.
     app.find("[data-testid=first-run]");
@@ -151,20 +132,4 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
 
     drop(on_failure);
     app.end();
-}
-
-/// Prints the app's log if the test fails (the driver's log holds the app's output).
-fn scopeguard(dir: &Path) -> impl Drop {
-    struct Guard(PathBuf);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                for name in ["trellis-app.log", "tauri-driver.log", "xvfb-err.log"] {
-                    let text = std::fs::read_to_string(self.0.join(name)).unwrap_or_default();
-                    eprintln!("----- {name} -----\n{text}");
-                }
-            }
-        }
-    }
-    Guard(dir.to_path_buf())
 }

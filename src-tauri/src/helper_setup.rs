@@ -92,10 +92,17 @@ pub fn elevated_command(elevation: Elevation, helper: &Path, user: &str) -> (Str
     match elevation {
         // pkexec sets PKEXEC_UID as well; the user is named anyway, for clarity in the log.
         Elevation::Pkexec => {
-            ("pkexec".into(), vec![helper, "install-service".into(), "--for-user".into(), user.into()])
+            let mut args = vec![helper, "install-service".into()];
+            if !user.is_empty() {
+                args.extend(["--for-user".into(), user.into()]);
+            }
+            ("pkexec".into(), args)
         }
         Elevation::MacAdministrator => {
-            let shell = format!("{} install-service --for-user {}", shell_quote(&helper), shell_quote(user));
+            let mut shell = format!("{} install-service", shell_quote(&helper));
+            if !user.is_empty() {
+                shell.push_str(&format!(" --for-user {}", shell_quote(user)));
+            }
             let script = format!(
                 "do shell script {} with prompt {} with administrator privileges",
                 applescript_string(&shell),
@@ -174,6 +181,9 @@ mod tests {
         let (program, args) = elevated_command(Elevation::Pkexec, Path::new("/tmp/x/trellisd"), "alice");
         assert_eq!(program, "pkexec");
         assert_eq!(args, ["/tmp/x/trellisd", "install-service", "--for-user", "alice"]);
+        // No user known: pkexec's PKEXEC_UID tells the helper who asked.
+        let (_, args) = elevated_command(Elevation::Pkexec, Path::new("/tmp/x/trellisd"), "");
+        assert_eq!(args, ["/tmp/x/trellisd", "install-service"]);
     }
 
     #[test]

@@ -48,9 +48,12 @@ fn helper_install_markers() -> Vec<PathBuf> {
 }
 
 /// Whether the helper looks installed. A helper started by hand (development, tests: a
-/// socket given with `TRELLIS_SOCKET`) counts as installed, so "start it" is the advice.
+/// socket given with `TRELLIS_SOCKET`) counts as installed, so "start it" is the advice,
+/// unless `TRELLIS_BUNDLED_HELPER` says this app carries a helper to set up (as an
+/// AppImage does; see `helper_setup`): then only an installed service counts.
 pub fn helper_installed(endpoint_overridden: bool) -> bool {
-    endpoint_overridden || helper_install_markers().iter().any(|p| p.exists()) || trellisd_on_path()
+    let hand_started = endpoint_overridden && std::env::var_os("TRELLIS_BUNDLED_HELPER").is_none();
+    hand_started || helper_install_markers().iter().any(|p| p.exists()) || trellisd_on_path()
 }
 
 fn trellisd_on_path() -> bool {
