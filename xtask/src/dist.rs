@@ -20,6 +20,8 @@
 mod deb_test;
 #[cfg(target_os = "linux")]
 mod rpm_check;
+#[cfg(all(test, target_os = "linux"))]
+mod scripts_test;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
