@@ -18,6 +18,8 @@ pub mod keys;
 pub mod overlay;
 pub mod peer;
 pub mod sealed;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;
 pub mod signal;
 pub mod time;
 

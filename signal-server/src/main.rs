@@ -20,25 +20,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let settings = Settings::resolve(args)?;
+    // Before the server says it is up (see stop_signal).
+    let stop = trellis_protocol::shutdown::stop_signal().context("cannot watch SIGTERM and SIGINT")?;
     let server = trellis_signal::server::start(&settings, Arc::new(SystemClock)).await?;
-    shutdown_signal().await?;
+    stop.await;
     tracing::info!("shutting down");
     server.shutdown().await;
-    Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd stop, `kill`).
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")?;
     Ok(())
 }

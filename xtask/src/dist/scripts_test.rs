@@ -20,8 +20,11 @@ impl Machine {
         let calls = dir.path().join("calls");
         let stub = |name: &str, body: &str| {
             let path = stubs.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\necho \"{name} $*\" >> '{}'\n{body}\n", calls.display()))
-                .unwrap();
+            std::fs::write(
+                &path,
+                format!("#!/bin/sh\necho \"{name} $*\" >> '{}'\n{body}\n", calls.display()),
+            )
+            .unwrap();
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         };
@@ -29,7 +32,10 @@ impl Machine {
         stub("groupadd", "exit 0");
         stub("usermod", "exit 0");
         // The group does not exist yet; alice is uid 1000 and in no group but her own.
-        stub("getent", r#"case "$1" in group) exit 2 ;; passwd) echo "alice:x:1000:1000::/home/alice:/bin/sh" ;; esac"#);
+        stub(
+            "getent",
+            r#"case "$1" in group) exit 2 ;; passwd) echo "alice:x:1000:1000::/home/alice:/bin/sh" ;; esac"#,
+        );
         stub("id", r#"case "$1" in -nG) echo alice ;; -u) echo 1000 ;; esac"#);
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).unwrap();
@@ -151,8 +157,11 @@ fn the_package_takes_over_from_install_service() {
     let machine = Machine::new(true);
     let unit = machine.root().join("etc/systemd/system/trellisd.service");
     std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
-    std::fs::write(&unit, "# Installed by `trellisd install-service`; `trellisd uninstall-service` removes it.\n")
-        .unwrap();
+    std::fs::write(
+        &unit,
+        "# Installed by `trellisd install-service`; `trellisd uninstall-service` removes it.\n",
+    )
+    .unwrap();
     let bin = machine.root().join("usr/local/bin");
     std::fs::create_dir_all(&bin).unwrap();
     for name in ["trellisd", "trellis"] {

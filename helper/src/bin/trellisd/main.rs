@@ -83,7 +83,17 @@ fn main() -> anyhow::Result<()> {
                 BoxMakeWriter::new(std::io::stderr),
                 std::io::IsTerminal::is_terminal(&std::io::stderr()),
             )?;
-            runtime()?.block_on(run(args.run, shutdown_signal()))
+            runtime()?.block_on(async {
+                // Before the socket exists, so that a stop right after it cannot kill the helper
+                // uncleanly (see stop_signal).
+                let stop =
+                    trellis_protocol::shutdown::stop_signal().context("cannot watch SIGTERM and SIGINT")?;
+                run(args.run, async move {
+                    stop.await;
+                    Ok(())
+                })
+                .await
+            })
         }
     }
 }
@@ -122,20 +132,5 @@ async fn run(
     tracing::info!("shutting down");
     drop(server);
     let _ = std::fs::remove_file(&args.socket);
-    Ok(())
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("cannot watch SIGINT")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")?;
     Ok(())
 }
