@@ -54,14 +54,15 @@ impl HelperSetup {
                 (trellisd) as a system service: copied to /usr/local/bin, started now and at every boot by \
                 systemd, running as root with network rights only. It creates the network device, keeps this \
                 device's private key in /var/lib/trellis, and lets members of the group trellis use it; \
-                you are added to that group. To remove it later: sudo trellisd uninstall-service."
+                you are added to that group. To remove it later: sudo /usr/local/bin/trellisd uninstall-service."
                 .into(),
             Elevation::MacAdministrator => {
                 "Trellis will ask for an administrator's password, then install its \
                 helper (trellisd) as a system service: copied to /Library/PrivilegedHelperTools, started now \
                 and at every start-up by launchd, running as root. It creates the network device, keeps this \
                 device's private key in /Library/Application Support/Trellis, and lets members of the group \
-                trellis use it; you are added to that group. To remove it later: sudo trellisd uninstall-service."
+                trellis use it; you are added to that group. To remove it later: sudo \
+                /Library/PrivilegedHelperTools/org.trellis.trellisd uninstall-service."
                     .into()
             }
         }
@@ -104,7 +105,9 @@ pub fn elevated_command(elevation: Elevation, helper: &Path, user: &str) -> (Str
                 shell.push_str(&format!(" --for-user {}", shell_quote(user)));
             }
             let script = format!(
-                "do shell script {} with prompt {} with administrator privileges",
+                // Without the last clause, AppleScript turns the output's line feeds into
+                // carriage returns, and the window would show one long line.
+                "do shell script {} with prompt {} with administrator privileges without altering line endings",
                 applescript_string(&shell),
                 applescript_string("Trellis wants to install its helper service.")
             );
@@ -116,8 +119,9 @@ pub fn elevated_command(elevation: Elevation, helper: &Path, user: &str) -> (Str
 /// A sentence for a failed or declined install; nothing was changed when it was declined.
 fn failure_message(elevation: Elevation, code: Option<i32>, said: &[String], complaint: &str) -> String {
     let declined = match elevation {
-        // pkexec: 126 when the person dismissed the prompt, 127 when not authorized.
-        Elevation::Pkexec => matches!(code, Some(126) | Some(127)),
+        // pkexec: 126 when the person dismissed the prompt. (127 is "not authorized" but
+        // also "no polkit agent to ask": not something the person chose.)
+        Elevation::Pkexec => code == Some(126),
         // AppleScript's "User canceled." is error -128.
         Elevation::MacAdministrator => complaint.contains("-128"),
     };
@@ -125,7 +129,13 @@ fn failure_message(elevation: Elevation, code: Option<i32>, said: &[String], com
         return "The helper was not installed: the administrator prompt was declined. Nothing was changed."
             .into();
     }
-    let mut message = format!("Installing the helper failed: {complaint}");
+    let mut message = match (elevation, code) {
+        (Elevation::Pkexec, Some(127)) => format!(
+            "Could not ask for an administrator's permission (pkexec: {complaint}); is a polkit agent \
+             running? Nothing was changed"
+        ),
+        _ => format!("Installing the helper failed: {complaint}"),
+    };
     if !said.is_empty() {
         message.push_str(&format!(" (done before the failure: {})", said.join("; ")));
     }
@@ -142,7 +152,14 @@ struct Staged {
 fn stage(helper: &Path) -> Result<Staged, AppError> {
     let fail =
         |e: std::io::Error| AppError::internal(format!("cannot prepare the helper for installing: {e}"));
-    let dir = tempfile::Builder::new().prefix("trellis-setup-").tempdir().map_err(fail)?;
+    // The session's runtime directory when there is one: /tmp may be mounted noexec.
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("trellis-setup-");
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| Path::new(d).is_dir()) {
+        Some(runtime) => builder.tempdir_in(runtime),
+        None => builder.tempdir(),
+    }
+    .map_err(fail)?;
     let staged = dir.path().join(helper.file_name().unwrap_or("trellisd".as_ref()));
     std::fs::copy(helper, &staged).map_err(fail)?;
     let cli = helper.with_file_name(if cfg!(windows) { "trellis.exe" } else { "trellis" });
@@ -194,7 +211,7 @@ mod tests {
         assert_eq!(args[0], "-e");
         assert_eq!(
             args[1],
-            r#"do shell script "'/Applications/Trellis.app/Contents/Resources/it'\\''s \"here\"/trellisd' install-service --for-user 'bob'" with prompt "Trellis wants to install its helper service." with administrator privileges"#
+            r#"do shell script "'/Applications/Trellis.app/Contents/Resources/it'\\''s \"here\"/trellisd' install-service --for-user 'bob'" with prompt "Trellis wants to install its helper service." with administrator privileges without altering line endings"#
         );
     }
 

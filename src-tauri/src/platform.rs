@@ -28,7 +28,8 @@ fn helper_install_markers() -> Vec<PathBuf> {
     #[cfg(target_os = "windows")]
     {
         let base = std::env::var_os("ProgramFiles").unwrap_or_else(|| r"C:\Program Files".into());
-        vec![PathBuf::from(base).join("Trellis").join("trellisd.exe")]
+        // The MSI's fixed folder for the helper (installers/windows/trellisd.wxs).
+        vec![PathBuf::from(base).join("Trellis Helper").join("trellisd.exe")]
     }
     #[cfg(target_os = "macos")]
     {

@@ -23,7 +23,8 @@ pub fn ui_dir() -> PathBuf {
 }
 
 pub(crate) fn npm(args: &[&str]) -> Result<()> {
-    let status = std::process::Command::new("npm")
+    // Node installs npm as npm.cmd on Windows (the release workflow's MSI job).
+    let status = std::process::Command::new(if cfg!(windows) { "npm.cmd" } else { "npm" })
         .args(args)
         .current_dir(ui_dir())
         .status()

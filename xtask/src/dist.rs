@@ -198,7 +198,8 @@ pub fn build(profile: Profile, appimage: bool) -> Result<Vec<PathBuf>> {
 /// `npx tauri` in src-tauri/ would not see ui/node_modules and would fetch a package
 /// named `tauri` instead.
 fn ensure_tauri_cli() -> Result<PathBuf> {
-    let cli = app::ui_dir().join("node_modules").join(".bin").join("tauri");
+    let name = if cfg!(windows) { "tauri.cmd" } else { "tauri" };
+    let cli = app::ui_dir().join("node_modules").join(".bin").join(name);
     if !cli.exists() {
         println!("==> installing the UI's npm packages, which hold the Tauri CLI (npm ci)");
         app::npm(&["ci", "--no-audit", "--no-fund"])?;

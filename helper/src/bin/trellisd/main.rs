@@ -88,11 +88,11 @@ fn main() -> anyhow::Result<()> {
                 // uncleanly (see stop_signal).
                 let stop =
                     trellis_protocol::shutdown::stop_signal().context("cannot watch SIGTERM and SIGINT")?;
-                run(args.run, async move {
+                let shutdown = async move {
                     stop.await;
                     Ok(())
-                })
-                .await
+                };
+                run(args.run, || {}, shutdown).await
             })
         }
     }
@@ -113,9 +113,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-/// Runs the helper until `shutdown` completes.
+/// Runs the helper until `shutdown` completes; `ready` is called once it answers on its socket.
 async fn run(
     args: RunArgs,
+    ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let config =
@@ -128,6 +129,7 @@ async fn run(
         listen.owner_uid = args.owner_uid;
     }
     let server = trellis_helper::daemon::serve_ipc(daemon, &listen).await?;
+    ready();
     shutdown.await?;
     tracing::info!("shutting down");
     drop(server);

@@ -35,7 +35,7 @@ export const HELPER_SETUP =
   'Trellis will ask for an administrator\'s password, then install its helper (trellisd) as a system service: ' +
   'copied to /usr/local/bin, started now and at every boot by systemd, running as root with network rights only. ' +
   "It creates the network device, keeps this device's private key in /var/lib/trellis, and lets members of the " +
-  'group trellis use it; you are added to that group. To remove it later: sudo trellisd uninstall-service.';
+  'group trellis use it; you are added to that group. To remove it later: sudo /usr/local/bin/trellisd uninstall-service.';
 
 /** What the app would say for each way the helper can be out of reach. */
 export const HELPER_ERRORS: Record<string, AppError> = {

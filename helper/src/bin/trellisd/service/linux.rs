@@ -85,7 +85,10 @@ pub fn install(args: &InstallArgs) -> Result<()> {
         return Ok(());
     }
     run_tool("systemctl", &["daemon-reload"])?;
-    run_tool("systemctl", &["enable", "--now", UNIT_NAME])?;
+    run_tool("systemctl", &["enable", UNIT_NAME])?;
+    // restart, not `enable --now`: a helper already running (an earlier install) must be
+    // replaced by this one.
+    run_tool("systemctl", &["restart", UNIT_NAME])?;
     println!("  enabled and started {UNIT_NAME} (logs: journalctl -u trellisd)");
     println!("Done.");
     Ok(())
@@ -117,7 +120,10 @@ pub fn uninstall(args: &UninstallArgs) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("cannot delete {}", state.display())),
         }
     } else if state.exists() {
-        println!("  kept the device key and state in {} (--purge deletes them)", state.display());
+        println!(
+            "  kept the device key and state in {} (delete them with: sudo rm -rf {0})",
+            state.display()
+        );
     }
     if target.is_system
         && std::process::Command::new("getent").args(["group", GROUP]).output()?.status.success()

@@ -28,8 +28,8 @@ pub fn install(args: &InstallArgs) -> Result<()> {
     }
     println!("Installing the Trellis helper as the launchd daemon org.trellis.trellisd:");
     // A daemon that runs already is replaced, not left running the old binary.
-    if std::process::Command::new("launchctl").args(["print", LABEL]).output()?.status.success() {
-        run_tool("launchctl", &["bootout", LABEL])?;
+    if is_loaded()? {
+        stop_daemon()?;
         println!("  stopped the running helper");
     }
     let helper = std::env::current_exe().context("cannot find this program's path")?;
@@ -86,8 +86,8 @@ pub fn uninstall(args: &UninstallArgs) -> Result<()> {
         bail!("removing a system service needs an administrator: run it with sudo");
     }
     println!("Removing the Trellis helper's launchd daemon:");
-    if std::process::Command::new("launchctl").args(["print", LABEL]).output()?.status.success() {
-        run_tool("launchctl", &["bootout", LABEL])?;
+    if is_loaded()? {
+        stop_daemon()?;
         println!("  stopped org.trellis.trellisd");
     }
     for file in [PLIST_PATH, CLI, HELPER] {
@@ -100,8 +100,28 @@ pub fn uninstall(args: &UninstallArgs) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("cannot delete {STATE_DIR}")),
         }
     } else {
-        println!("  kept the device key and state in {STATE_DIR} (--purge deletes them)");
+        println!(
+            "  kept the device key and state in {STATE_DIR} (delete them with: sudo rm -rf '{STATE_DIR}')"
+        );
     }
     println!("Done.");
+    Ok(())
+}
+
+fn is_loaded() -> Result<bool> {
+    Ok(std::process::Command::new("launchctl").args(["print", LABEL]).output()?.status.success())
+}
+
+/// `launchctl bootout`, then waits until launchd has let go of the job: bootstrapping it
+/// again while the old one shuts down fails with "Input/output error".
+fn stop_daemon() -> Result<()> {
+    run_tool("launchctl", &["bootout", LABEL])?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while is_loaded()? {
+        if std::time::Instant::now() > deadline {
+            bail!("launchd still has {LABEL} 20 s after bootout");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     Ok(())
 }

@@ -36,6 +36,11 @@ pub struct InstallArgs {
     /// building images and for tests (Linux).
     #[arg(long, value_name = "DIR", hide = true)]
     pub root: Option<PathBuf>,
+    /// Everything but creating and starting the service, which the MSI does itself
+    /// (ServiceInstall): the state folder's permissions, the group, recovery settings.
+    #[cfg(windows)]
+    #[arg(long, hide = true)]
+    pub without_service: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -76,14 +81,8 @@ fn installing_user(named: Option<&str>) -> Option<String> {
 /// of the old file keeps working (and a crash leaves the old or the new file, never half).
 #[cfg(unix)]
 fn install_file(from: &Path, to: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = to.parent().context("a file to install has no directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let staging = dir.join(format!(".{}.new", to.file_name().unwrap().to_string_lossy()));
-    std::fs::copy(from, &staging)
-        .with_context(|| format!("cannot copy {} to {}", from.display(), staging.display()))?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&staging, to).with_context(|| format!("cannot move {} into place", to.display()))?;
+    let contents = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    replace_file(to, &contents, mode)?;
     println!("  installed {}", to.display());
     Ok(())
 }
@@ -91,18 +90,32 @@ fn install_file(from: &Path, to: &Path, mode: u32) -> Result<()> {
 /// Writes `contents` to `to` like [`install_file`].
 #[cfg(unix)]
 fn write_file(to: &Path, contents: &str, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = to.parent().context("a file to write has no directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let staging = dir.join(format!(".{}.new", to.file_name().unwrap().to_string_lossy()));
-    std::fs::write(&staging, contents).with_context(|| format!("cannot write {}", staging.display()))?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&staging, to).with_context(|| format!("cannot move {} into place", to.display()))?;
+    replace_file(to, contents.as_bytes(), mode)?;
     println!("  wrote {}", to.display());
     Ok(())
 }
 
+/// Writes a new file next to `to` and renames it over `to`. The new file gets a fresh,
+/// unpredictable name and is created exclusively (tempfile), so nothing planted in the
+/// directory beforehand (a symbolic link, where others may write, as in a Homebrew-owned
+/// /usr/local/bin) redirects what root writes; rename replaces a link at `to` itself
+/// rather than following it.
+#[cfg(unix)]
+fn replace_file(to: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = to.parent().context("a file to install has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut staging =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    staging.write_all(contents).and_then(|()| staging.as_file().sync_all())?;
+    staging.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    staging.persist(to).with_context(|| format!("cannot move {} into place", to.display()))?;
+    Ok(())
+}
+
 /// Removes `path` if it is there, saying so.
+#[cfg(unix)]
 fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => {
@@ -116,6 +129,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
 
 /// The `trellis` CLI shipped next to this trellisd (the packages and bundles put both in
 /// one directory), if it is there.
+#[cfg(unix)]
 fn cli_next_to_helper() -> Result<Option<PathBuf>> {
     let helper = std::env::current_exe().context("cannot find this program's path")?;
     let cli = helper.with_file_name(if cfg!(windows) { "trellis.exe" } else { "trellis" });

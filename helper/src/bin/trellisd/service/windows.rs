@@ -1,20 +1,23 @@
 //! The helper as a Windows service, named `trellisd`, run as LocalSystem with the command
-//! line `trellisd.exe --service`. The MSI installs and starts it (WiX ServiceInstall in
-//! installers/windows/trellisd.wxs); `install-service` does the same by hand. Logs go to
-//! C:\ProgramData\Trellis\logs\trellisd.log, since a service has no console.
+//! line `trellisd.exe --service`. The MSI creates and starts it (WiX ServiceInstall and
+//! ServiceControl in installers/windows/trellisd.wxs) and runs `install-service
+//! --without-service` for the rest; `install-service` alone does everything by hand.
+//! Logs go to C:\ProgramData\Trellis\logs\trellisd.log, since a service has no console.
 //! Written against the windows-service crate's documentation and examples; not compiled or
 //! run on our build machines.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use windows_service::service::{
-    ServiceAccess, ServiceControl, ServiceControlAccept, ServiceErrorControl, ServiceExitCode, ServiceInfo,
+    Service, ServiceAccess, ServiceAction, ServiceActionType, ServiceControl, ServiceControlAccept,
+    ServiceErrorControl, ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod, ServiceInfo,
     ServiceStartType, ServiceState, ServiceStatus, ServiceType,
 };
-use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+use windows_service::service_control_handler::{self, ServiceControlHandlerResult, ServiceStatusHandle};
 use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 use windows_service::{define_windows_service, service_dispatcher};
 
@@ -25,8 +28,12 @@ const SERVICE_NAME: &str = "trellisd";
 const DISPLAY_NAME: &str = "Trellis helper";
 const DESCRIPTION: &str =
     "Owns the Trellis network device, its keys and connections; the Trellis app controls it.";
+const STATE_DIR: &str = trellis_helper::paths::DEFAULT_STATE_DIR;
 const LOG_DIR: &str = r"C:\ProgramData\Trellis\logs";
 const USERS_GROUP: &str = trellis_helper::ipc::TRELLIS_USERS_GROUP;
+/// Well-known SIDs, so that the commands work in every language of Windows.
+const SYSTEM_SID: &str = "*S-1-5-18";
+const ADMINISTRATORS_SID: &str = "*S-1-5-32-544";
 
 /// The arguments parsed in `main`, handed to the service's thread.
 static RUN_ARGS: Mutex<Option<RunArgs>> = Mutex::new(None);
@@ -59,6 +66,22 @@ fn service_main(_arguments: Vec<OsString>) {
     }
 }
 
+fn report(status: &ServiceStatusHandle, state: ServiceState, exit: u32) -> windows_service::Result<()> {
+    status.set_service_status(ServiceStatus {
+        service_type: ServiceType::OWN_PROCESS,
+        current_state: state,
+        controls_accepted: if state == ServiceState::Running {
+            ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
+        } else {
+            ServiceControlAccept::empty()
+        },
+        exit_code: ServiceExitCode::Win32(exit),
+        checkpoint: 0,
+        wait_hint: Duration::from_secs(30),
+        process_id: None,
+    })
+}
+
 fn run_service() -> Result<()> {
     let args = RUN_ARGS.lock().unwrap().take().context("the service started twice")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -73,29 +96,22 @@ fn run_service() -> Result<()> {
         ServiceControl::Interrogate => ServiceControlHandlerResult::NoError,
         _ => ServiceControlHandlerResult::NotImplemented,
     })?;
-    let report = |state: ServiceState, exit: u32| {
-        status.set_service_status(ServiceStatus {
-            service_type: ServiceType::OWN_PROCESS,
-            current_state: state,
-            controls_accepted: if state == ServiceState::Running {
-                ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN
-            } else {
-                ServiceControlAccept::empty()
+    report(&status, ServiceState::StartPending, 0)?;
+    // Running only once the pipe answers; every failure, including the runtime's, ends in
+    // Stopped with an error code, which the recovery settings (install) turn into a restart.
+    let result = crate::runtime().and_then(|runtime| {
+        runtime.block_on(crate::run(
+            args,
+            || {
+                let _ = report(&status, ServiceState::Running, 0);
             },
-            exit_code: ServiceExitCode::Win32(exit),
-            checkpoint: 0,
-            wait_hint: Duration::from_secs(10),
-            process_id: None,
-        })
-    };
-    report(ServiceState::Running, 0)?;
-    let result = crate::runtime()?.block_on(crate::run(args, async move {
-        let _ = stop_rx.await;
-        Ok(())
-    }));
-    // A failure is reported to the service manager (which then applies its recovery
-    // settings) as well as logged.
-    report(ServiceState::Stopped, if result.is_ok() { 0 } else { 1 })?;
+            async move {
+                let _ = stop_rx.await;
+                Ok(())
+            },
+        ))
+    });
+    report(&status, ServiceState::Stopped, if result.is_ok() { 0 } else { 1 })?;
     result
 }
 
@@ -103,37 +119,60 @@ pub fn install(args: &InstallArgs) -> Result<()> {
     if args.root.is_some() {
         bail!("--root is for Linux only");
     }
-    println!("Installing the Trellis helper as the Windows service {SERVICE_NAME}:");
-    // Members of this local group may open the helper's pipe (see the helper's ipc/windows.rs).
-    // `net` exits with 2 when the group exists or the user is in it already, which is fine
-    // on a reinstall; anything else is an error.
+    println!("Setting up the Trellis helper as the Windows service {SERVICE_NAME}:");
+    secure_state_dir()?;
+    // Members of this local group may open the helper's pipe (the helper's ipc/windows.rs),
+    // so it must exist before the service starts. `net` exits with 2 when the group exists
+    // or the user is in it already, which is fine on a reinstall.
     net_localgroup(&[USERS_GROUP, "/add", "/comment:May control the Trellis helper"], "created the group")?;
-    match &args.for_user {
-        Some(user) => net_localgroup(&[USERS_GROUP, user, "/add"], &format!("added {user} to"))?,
-        None => println!("  no user to add to {USERS_GROUP}: net localgroup \"{USERS_GROUP}\" USER /add"),
+    match args.for_user.as_deref() {
+        // The MSI passes [LogonUser]: SYSTEM (or a machine account) when deployed by a
+        // management tool, which is no person to add.
+        Some(user) if !user.eq_ignore_ascii_case("SYSTEM") && !user.ends_with('$') && !user.is_empty() => {
+            net_localgroup(&[USERS_GROUP, user, "/add"], &format!("added {user} to"))?
+        }
+        _ => println!("  no user to add to {USERS_GROUP}: net localgroup \"{USERS_GROUP}\" USER /add"),
     }
+
     let manager = ServiceManager::local_computer(
         None::<&str>,
         ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE,
     )
     .context("cannot open the service manager (run as administrator)")?;
+    let access = ServiceAccess::QUERY_STATUS
+        | ServiceAccess::STOP
+        | ServiceAccess::CHANGE_CONFIG
+        | ServiceAccess::START;
+    let service = if args.without_service {
+        manager.open_service(SERVICE_NAME, access).context("the MSI has not created the service trellisd")?
+    } else {
+        create_or_update(&manager, access)?
+    };
+    configure_recovery(&service)?;
+    if !args.without_service {
+        service.start::<&str>(&[]).context("cannot start the service")?;
+        println!("  started it (logs: {LOG_DIR}\\trellisd.log)");
+    }
+    println!("Done.");
+    Ok(())
+}
+
+fn create_or_update(manager: &ServiceManager, access: ServiceAccess) -> Result<Service> {
+    let executable = std::env::current_exe().context("cannot find this program's path")?;
+    refuse_writable_folder(&executable)?;
     let info = ServiceInfo {
         name: OsString::from(SERVICE_NAME),
         display_name: OsString::from(DISPLAY_NAME),
         service_type: ServiceType::OWN_PROCESS,
         start_type: ServiceStartType::AutoStart,
         error_control: ServiceErrorControl::Normal,
-        executable_path: std::env::current_exe().context("cannot find this program's path")?,
+        executable_path: executable,
         launch_arguments: vec![OsString::from("--service")],
         dependencies: vec![],
         account_name: None, // LocalSystem
         account_password: None,
     };
-    let access = ServiceAccess::QUERY_STATUS
-        | ServiceAccess::STOP
-        | ServiceAccess::CHANGE_CONFIG
-        | ServiceAccess::START;
-    // A reinstall or repair (the MSI runs this again) updates the service in place.
+    // A reinstall updates the service in place.
     let service = match manager.open_service(SERVICE_NAME, access) {
         Ok(service) => {
             if service.query_status()?.current_state != ServiceState::Stopped {
@@ -152,9 +191,76 @@ pub fn install(args: &InstallArgs) -> Result<()> {
         }
     };
     service.set_description(DESCRIPTION)?;
-    service.start::<&str>(&[]).context("cannot start the service")?;
-    println!("  started it (logs: {LOG_DIR}\\trellisd.log)");
-    println!("Done.");
+    Ok(service)
+}
+
+/// Restarted after a failure, as systemd and launchd do (Restart=on-failure, KeepAlive):
+/// after 2 s, 10 s, then every 60 s; a clean stop with an error code counts as a failure.
+fn configure_recovery(service: &Service) -> Result<()> {
+    let restart =
+        |secs| ServiceAction { action_type: ServiceActionType::Restart, delay: Duration::from_secs(secs) };
+    service
+        .update_failure_actions(ServiceFailureActions {
+            reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(24 * 3600)),
+            reboot_msg: None,
+            command: None,
+            actions: Some(vec![restart(2), restart(10), restart(60)]),
+        })
+        .context("cannot set the service's recovery")?;
+    service.set_failure_actions_on_non_crash_failures(true)?;
+    println!("  set it to restart after a failure");
+    Ok(())
+}
+
+/// C:\ProgramData\Trellis holds the device key and the log. ProgramData lets every user
+/// read, and create folders: the folder gets a protected ACL (SYSTEM and Administrators
+/// only, owner Administrators), replacing whatever a user set up before the install; a
+/// link planted in its place is refused.
+fn secure_state_dir() -> Result<()> {
+    let dir = Path::new(STATE_DIR);
+    if let Ok(meta) = std::fs::symlink_metadata(dir) {
+        if meta.file_type().is_symlink() {
+            bail!("{STATE_DIR} is a link, not a folder: remove it, then install again");
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {STATE_DIR}"))?;
+    let full_control = |sid: &str| format!("{sid}:(OI)(CI)F");
+    super::run_tool(
+        "icacls",
+        &[
+            STATE_DIR,
+            "/inheritance:r",
+            "/grant:r",
+            &full_control(SYSTEM_SID),
+            &full_control(ADMINISTRATORS_SID),
+            "/T",
+            "/C",
+            "/Q",
+        ],
+    )?;
+    super::run_tool("icacls", &[STATE_DIR, "/setowner", ADMINISTRATORS_SID, "/T", "/C", "/Q"])?;
+    println!("  {STATE_DIR}: only SYSTEM and Administrators may open it");
+    Ok(())
+}
+
+/// A LocalSystem service must not run a program that ordinary users may replace: refuse a
+/// folder they may write (`icacls` lists their write rights as (W), (M) or (F)).
+fn refuse_writable_folder(executable: &Path) -> Result<()> {
+    let folder = executable.parent().context("the helper has no folder")?;
+    let out = std::process::Command::new("icacls").arg(folder).output().context("cannot run icacls")?;
+    let acl = String::from_utf8_lossy(&out.stdout);
+    let open_to_users = acl.lines().any(|line| {
+        let line = line.to_ascii_lowercase();
+        let everyone = ["\\users:", "authenticated users:", "everyone:"].iter().any(|who| line.contains(who));
+        everyone && ["(w)", "(m)", "(f)"].iter().any(|right| line.contains(right))
+    });
+    if open_to_users {
+        bail!(
+            "{} may be changed by every user, and the service would run what is there as SYSTEM: \
+             put trellisd.exe under C:\\Program Files",
+            folder.display()
+        );
+    }
     Ok(())
 }
 
@@ -174,19 +280,29 @@ pub fn uninstall(args: &UninstallArgs) -> Result<()> {
     }
     service.delete()?;
     println!("  removed the service {SERVICE_NAME}");
-    let state = trellis_helper::paths::DEFAULT_STATE_DIR;
     if args.purge {
-        std::fs::remove_dir_all(state).with_context(|| format!("cannot delete {state}"))?;
-        println!("  deleted the device key and state in {state}");
+        std::fs::remove_dir_all(STATE_DIR).with_context(|| format!("cannot delete {STATE_DIR}"))?;
+        println!("  deleted the device key and state in {STATE_DIR}");
     } else {
-        println!("  kept the device key and state in {state} (--purge deletes them)");
+        println!("  kept the device key and state in {STATE_DIR} (delete the folder to remove them)");
     }
     println!("Done.");
     Ok(())
 }
 
-/// `net localgroup <args>`; "already there" (exit code 2 with system error 1378 or 1379)
-/// counts as done.
+/// Waits for a service asked to stop, so that its files can be replaced or removed.
+fn wait_until_stopped(service: &Service) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while service.query_status()?.current_state != ServiceState::Stopped {
+        if std::time::Instant::now() > deadline {
+            bail!("{SERVICE_NAME} did not stop within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// `net localgroup <args>`; "already there" (system error 1378 or 1379) counts as done.
 fn net_localgroup(args: &[&str], done: &str) -> Result<()> {
     let out =
         std::process::Command::new("net").arg("localgroup").args(args).output().context("cannot run net")?;
@@ -197,18 +313,6 @@ fn net_localgroup(args: &[&str], done: &str) -> Result<()> {
         println!("  {USERS_GROUP}: already so");
     } else {
         bail!("`net localgroup {}` failed ({}): {}", args.join(" "), out.status, said.trim());
-    }
-    Ok(())
-}
-
-/// Waits for a service asked to stop, so that its files can be replaced or removed.
-fn wait_until_stopped(service: &windows_service::service::Service) -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while service.query_status()?.current_state != ServiceState::Stopped {
-        if std::time::Instant::now() > deadline {
-            bail!("{SERVICE_NAME} did not stop within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
 }
