@@ -186,3 +186,37 @@ pub fn print_logs_on_failure(dir: &Path) -> impl Drop {
     }
     Guard(dir.to_path_buf())
 }
+
+/// The real app on its own [`Desktop`], started and driven through tauri-driver and
+/// WebKitWebDriver: what every test of the real window starts with. Its log goes to
+/// `trellis-app.log` in the test's directory.
+#[derive(Debug)]
+pub struct DrivenApp {
+    /// Declared first: dropped (the window closed) before the driver and the display go.
+    pub session: crate::webdriver::Session,
+    _driver: crate::Process,
+    pub desktop: Desktop,
+}
+
+impl DrivenApp {
+    /// Starts the app with `env` added to its environment (the helper's socket, the
+    /// default server, ...).
+    pub fn start(dir: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        let webkit_driver = which("WebKitWebDriver").expect(
+            "WebKitWebDriver is missing: `cargo xtask test` installs it (apt package webkit2gtk-driver)",
+        );
+        let desktop = Desktop::start(dir);
+        let (port, native_port) = (free_port(), free_port());
+        let mut driver = Command::new(tauri_driver());
+        driver
+            .args(["--port", &port.to_string(), "--native-port", &native_port.to_string(), "--native-driver"])
+            .arg(&webkit_driver)
+            .envs(desktop.env())
+            .env("TRELLIS_LOG", "info,trellis_app=debug")
+            .env("TRELLIS_LOG_FILE", dir.join("trellis-app.log"))
+            .envs(env.iter().copied());
+        let driver = crate::Process::spawn_command("tauri-driver", driver, dir);
+        let session = crate::webdriver::Session::start(&format!("http://127.0.0.1:{port}"), app_binary());
+        Self { session, _driver: driver, desktop }
+    }
+}

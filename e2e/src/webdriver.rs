@@ -150,8 +150,10 @@ impl Session {
             check(&text).then_some(text)
         })
     }
+}
 
-    pub fn end(self) {
+impl Drop for Session {
+    fn drop(&mut self) {
         let _ = call("DELETE", &self.url(""), None);
     }
 }

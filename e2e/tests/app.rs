@@ -7,12 +7,10 @@
 //! `TRELLIS_UPDATE_SCREENSHOTS=1` also to docs/screenshots/ (what README shows).
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use trellis_e2e::desktop::{app_binary, free_port, print_logs_on_failure, tauri_driver, which, Desktop};
+use trellis_e2e::desktop::{print_logs_on_failure, Desktop, DrivenApp};
 use trellis_e2e::topology::{Nat, World};
-use trellis_e2e::webdriver::Session;
-use trellis_e2e::{privileged_or_explain, workspace_root, Process};
+use trellis_e2e::{privileged_or_explain, workspace_root};
 
 struct Screenshots {
     dirs: Vec<PathBuf>,
@@ -39,8 +37,6 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
     if !privileged_or_explain("the desktop app's WebDriver test") {
         return;
     }
-    let webkit_driver = which("WebKitWebDriver")
-        .expect("WebKitWebDriver is missing: `cargo xtask test` installs it (apt package webkit2gtk-driver)");
     let mut world = World::new("app");
     world.start_server();
     let alice = world.add_home("alice", Nat::Easy);
@@ -48,19 +44,15 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
     world.start_helper(alice);
     world.start_helper(bob);
 
-    let desktop = Desktop::start(world.dir.path());
-    let (port, native_port) = (free_port(), free_port());
-    let mut driver = Command::new(tauri_driver());
-    driver
-        .args(["--port", &port.to_string(), "--native-port", &native_port.to_string(), "--native-driver"])
-        .arg(&webkit_driver)
-        .envs(desktop.env())
-        .env("TRELLIS_SOCKET", &world.homes[alice].socket)
-        .env("TRELLIS_DEFAULT_SERVER", world.server_url())
-        .env("TRELLIS_LOG", "info,trellis_app=debug")
-        .env("TRELLIS_LOG_FILE", world.dir.path().join("trellis-app.log"));
-    let _driver = Process::spawn_command("tauri-driver", driver, world.dir.path());
-    let app = Session::start(&format!("http://127.0.0.1:{port}"), app_binary());
+    let server = world.server_url();
+    let driven = DrivenApp::start(
+        world.dir.path(),
+        &[
+            ("TRELLIS_SOCKET", world.homes[alice].socket.as_os_str()),
+            ("TRELLIS_DEFAULT_SERVER", server.as_ref()),
+        ],
+    );
+    let (app, desktop) = (&driven.session, &driven.desktop);
     let shots = Screenshots::new();
     let on_failure = print_logs_on_failure(world.dir.path());
 
@@ -68,14 +60,14 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
     app.find("[data-testid=first-run]");
     let server = app.property("[data-testid=server-input]", "value");
     assert_eq!(server, world.server_url(), "the server field starts with the installed default");
-    shots.take(&desktop, "first-run");
+    shots.take(desktop, "first-run");
 
     // A mistyped code is caught before anything is sent, with the exact reason.
     app.click("[data-testid=choose-join]");
     app.clear_and_type("[data-testid=join-input]", "K7QF-3M9T-WX2C-HN4U");
     let error = app.wait_text("[data-testid=join-error]", "a format error", |t| t.contains("19"));
     assert!(error.contains("'U'"), "the error names the character: {error}");
-    shots.take(&desktop, "join");
+    shots.take(desktop, "join");
     app.click("[data-testid=choose-create]");
     app.clear_and_type("[data-testid=network-name]", "home");
     app.click("[data-testid=create-network]");
@@ -94,7 +86,7 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
     app.click("[data-testid=create-invite]");
     let code = app.wait_text("[data-testid=invite-code]", "an invite code", |t| t.trim().len() >= 19);
     app.find("[data-testid=invite-qr]");
-    shots.take(&desktop, "invite");
+    shots.take(desktop, "invite");
 
     // Bob joins with it from his own machine; Alice's app shows him arrive and connect.
     let joined = world.trellis(bob, &["join", code.trim()]);
@@ -107,7 +99,7 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
     let bob_ip = bob_status["network"]["my_ip"].as_str().unwrap().to_string();
     let row = app.text(bob_row);
     assert!(row.contains(&bob_ip), "bob's row {row:?} shows his address {bob_ip}");
-    shots.take(&desktop, "main");
+    shots.take(desktop, "main");
 
     // Already in a network: the join panel explains instead of offering a second one.
     app.click("[data-testid=nav-join]");
@@ -118,7 +110,7 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
     app.wait_text("[data-testid=helper-version]", "the helper's version", |t| {
         t.contains(env!("CARGO_PKG_VERSION"))
     });
-    shots.take(&desktop, "settings");
+    shots.take(desktop, "settings");
 
     // The helper stops: a clear screen saying what to do, then back when it returns.
     world.stop_helper(alice);
@@ -126,10 +118,9 @@ fn the_real_app_creates_a_network_invites_a_friend_and_shows_them_join() {
         t.contains("not running")
     });
     assert!(problem.contains("start"), "the screen says how to start the helper: {problem}");
-    shots.take(&desktop, "helper-stopped");
+    shots.take(desktop, "helper-stopped");
     world.start_helper(alice);
     app.wait_text("[data-testid=state-label]", "the app to recover", |t| t.contains("Connected"));
 
     drop(on_failure);
-    app.end();
 }

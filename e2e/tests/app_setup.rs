@@ -10,20 +10,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 
-use trellis_e2e::desktop::{app_binary, free_port, print_logs_on_failure, tauri_driver, which, Desktop};
+use trellis_e2e::desktop::{print_logs_on_failure, DrivenApp};
 use trellis_e2e::topology::{Nat, World};
-use trellis_e2e::webdriver::Session;
-use trellis_e2e::{binaries, privileged_or_explain, wait_for, workspace_root, Process};
+use trellis_e2e::{binaries, privileged_or_explain, wait_for, workspace_root};
 
 #[test]
 fn the_app_installs_the_helper_it_carries_after_saying_what_that_does() {
     if !privileged_or_explain("the desktop app's helper-setup test") {
         return;
     }
-    let webkit_driver = which("WebKitWebDriver")
-        .expect("WebKitWebDriver is missing: `cargo xtask test` installs it (apt package webkit2gtk-driver)");
     let mut world = World::new("setup");
     world.start_server();
     let alice = world.add_home("alice", Nat::Easy);
@@ -48,22 +44,18 @@ fn the_app_installs_the_helper_it_carries_after_saying_what_that_does() {
     let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
     let carried = binaries().join("trellisd");
 
-    let desktop = Desktop::start(&dir);
-    let (port, native_port) = (free_port(), free_port());
-    let mut driver = Command::new(tauri_driver());
-    driver
-        .args(["--port", &port.to_string(), "--native-port", &native_port.to_string(), "--native-driver"])
-        .arg(&webkit_driver)
-        .envs(desktop.env())
-        .env("PATH", &path)
-        .env("USER", "root")
-        .env("TRELLIS_BUNDLED_HELPER", &carried)
-        .env("TRELLIS_SOCKET", &world.homes[alice].socket)
-        .env("TRELLIS_DEFAULT_SERVER", world.server_url())
-        .env("TRELLIS_LOG", "info,trellis_app=debug")
-        .env("TRELLIS_LOG_FILE", dir.join("trellis-app.log"));
-    let _driver = Process::spawn_command("tauri-driver", driver, &dir);
-    let app = Session::start(&format!("http://127.0.0.1:{port}"), app_binary());
+    let server = world.server_url();
+    let driven = DrivenApp::start(
+        &dir,
+        &[
+            ("PATH", path.as_ref()),
+            ("USER", "root".as_ref()),
+            ("TRELLIS_BUNDLED_HELPER", carried.as_os_str()),
+            ("TRELLIS_SOCKET", world.homes[alice].socket.as_os_str()),
+            ("TRELLIS_DEFAULT_SERVER", server.as_ref()),
+        ],
+    );
+    let (app, desktop) = (&driven.session, &driven.desktop);
     let on_failure = print_logs_on_failure(&dir);
 
     // Not installed, but carried: the offer, with what it will do, before any prompt.
@@ -104,5 +96,4 @@ fn the_app_installs_the_helper_it_carries_after_saying_what_that_does() {
     });
 
     drop(on_failure);
-    app.end();
 }

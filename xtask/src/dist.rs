@@ -80,12 +80,7 @@ pub fn run(args: &[String]) -> Result<()> {
 /// `cargo xtask test-deb [--debug | FILE.deb]`: installs the package on this machine and
 /// checks it, then removes everything again (see `deb_test`).
 pub fn run_deb_test(args: &[String]) -> Result<()> {
-    let deb = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => newest_bundle(Profile::Release, "deb")?,
-        ["--debug"] => newest_bundle(Profile::Debug, "deb")?,
-        [file] if file.ends_with(".deb") => PathBuf::from(file),
-        other => bail!("`test-deb` takes --debug or the path of a .deb, got {other:?}"),
-    };
+    let deb = package_to_test("test-deb", "deb", args)?;
     #[cfg(target_os = "linux")]
     return deb_test::run(&deb);
     #[cfg(not(target_os = "linux"))]
@@ -95,16 +90,22 @@ pub fn run_deb_test(args: &[String]) -> Result<()> {
 /// `cargo xtask test-rpm [--debug | FILE.rpm]`: checks the .rpm's files and scriptlets
 /// (see `rpm_check`).
 pub fn run_rpm_check(args: &[String]) -> Result<()> {
-    let rpm = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => newest_bundle(Profile::Release, "rpm")?,
-        ["--debug"] => newest_bundle(Profile::Debug, "rpm")?,
-        [file] if file.ends_with(".rpm") => PathBuf::from(file),
-        other => bail!("`test-rpm` takes --debug or the path of an .rpm, got {other:?}"),
-    };
+    let rpm = package_to_test("test-rpm", "rpm", args)?;
     #[cfg(target_os = "linux")]
     return rpm_check::run(&rpm);
     #[cfg(not(target_os = "linux"))]
     bail!("`test-rpm` reads {} with Debian's rpm tools: Linux only", rpm.display());
+}
+
+/// The package a `task` is to check: the newest release one of `kind`, the newest debug
+/// one with `--debug`, or the file named.
+fn package_to_test(task: &str, kind: &str, args: &[String]) -> Result<PathBuf> {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => newest_bundle(Profile::Release, kind),
+        ["--debug"] => newest_bundle(Profile::Debug, kind),
+        [file] if file.ends_with(&format!(".{kind}")) => Ok(PathBuf::from(file)),
+        other => bail!("`{task}` takes --debug or the path of a .{kind}, got {other:?}"),
+    }
 }
 
 /// What `cargo xtask test` runs for the packages: both built from the test build (debug,
