@@ -43,6 +43,10 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// Becomes `true` when the server shuts down: every connection closes politely.
     pub shutdown: watch::Receiver<bool>,
+    /// Held by every connection (through its copy of the state), so that shutdown can wait
+    /// until the last one has sent its goodbye: upgraded WebSockets are not connections
+    /// axum's graceful shutdown waits for.
+    pub open_connections: tokio::sync::mpsc::Sender<()>,
 }
 
 pub fn router(state: AppState) -> Router {

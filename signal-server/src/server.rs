@@ -41,6 +41,8 @@ pub struct RunningServer {
     pub service: Arc<Service>,
     shutdown: watch::Sender<bool>,
     api_task: JoinHandle<std::io::Result<()>>,
+    /// Ends (`recv` gives `None`) once the router and every connection are gone.
+    connections_closed: tokio::sync::mpsc::Receiver<()>,
     relay: Relay,
 }
 
@@ -88,8 +90,10 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
     let server_key = service.server_key();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let app = api::router(AppState { service: service.clone(), shutdown: shutdown_rx.clone() })
-        .into_make_service_with_connect_info::<PeerAddr>();
+    let (open_connections, connections_closed) = tokio::sync::mpsc::channel(1);
+    let app =
+        api::router(AppState { service: service.clone(), shutdown: shutdown_rx.clone(), open_connections })
+            .into_make_service_with_connect_info::<PeerAddr>();
     let tcp = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {} for the API", settings.listen))?;
@@ -114,15 +118,32 @@ pub async fn start(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result
         data_dir = %settings.data_dir.display(),
         "trellis-signal is up"
     );
-    Ok(RunningServer { api_addr, relay_addr, server_key, service, shutdown, api_task, relay })
+    Ok(RunningServer {
+        api_addr,
+        relay_addr,
+        server_key,
+        service,
+        shutdown,
+        api_task,
+        connections_closed,
+        relay,
+    })
 }
 
 impl RunningServer {
     /// Closes every connection politely, stops the relay and returns when all is down.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         let mut api_task = self.api_task;
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut api_task).await.is_err() {
+        let mut connections_closed = self.connections_closed;
+        // The listener first (it drops the router and its copy of the state), then every
+        // WebSocket, each of which sends its reason before it closes.
+        let all_closed = async {
+            let _ = (&mut api_task).await;
+            while connections_closed.recv().await.is_some() {}
+        };
+        if tokio::time::timeout_at(deadline, all_closed).await.is_err() {
             tracing::warn!("connections did not close in time; dropping them");
             api_task.abort();
         }
