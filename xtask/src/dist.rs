@@ -43,7 +43,10 @@ const APPIMAGE_TOOL: &str = ".cache/tauri/linuxdeploy-x86_64.AppImage";
 pub enum Profile {
     /// What users get: `cargo build --release`, `tauri build`.
     Release,
-    /// For trying the packages quickly: the dev profile, `tauri build --debug`.
+    /// For trying the packages quickly: the app from the dev profile (`tauri build
+    /// --debug`), the helper from the end-to-end build, which `cargo xtask test` has made
+    /// already (a dev build of the helper alone would compile its dependencies again, with
+    /// other features, and the test build's helper carries a mock clock).
     Debug,
 }
 
@@ -130,13 +133,14 @@ pub fn build(profile: Profile, appimage: bool) -> Result<Vec<PathBuf>> {
         system::ensure_packages(app::APP_BUILD_PACKAGES)?;
     }
 
-    let mut cargo_args = vec!["build", "-p", "trellis-helper", "--bins"];
-    if profile == Profile::Release {
-        cargo_args.push("--release");
-    }
+    let (cargo_args, bin_dir): (&[&str], _) = match profile {
+        Profile::Release => {
+            (&["build", "-p", "trellis-helper", "--bins", "--release"], crate::target_dir().join("release"))
+        }
+        Profile::Debug => (crate::E2E_BUILD, crate::e2e_bin_dir()),
+    };
     println!("==> [1/4] the helper: cargo {}", cargo_args.join(" "));
-    system::run("cargo", &cargo_args)?;
-    let bin_dir = crate::target_dir().join(profile.dir());
+    system::run("cargo", cargo_args)?;
     let exe = std::env::consts::EXE_SUFFIX;
     let helper = bin_dir.join(format!("trellisd{exe}"));
     let cli = bin_dir.join(format!("trellis{exe}"));
