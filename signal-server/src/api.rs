@@ -120,8 +120,17 @@ impl Connection {
         self.send(&hello).await.map_err(|_| ApiError::new(ErrorCode::Internal, "connection lost"))?;
 
         let unauthenticated = |why: &str| ApiError::new(ErrorCode::Unauthenticated, why.to_string());
+        // A connection that never authenticates must not hold up the server's shutdown,
+        // which waits for every connection.
+        let mut shutdown = self.state.shutdown.clone();
         let text = loop {
-            match timeout(AUTH_TIMEOUT, self.socket.recv()).await {
+            let received = tokio::select! {
+                received = timeout(AUTH_TIMEOUT, self.socket.recv()) => received,
+                _ = shutdown.wait_for(|down| *down) => {
+                    return Err(ApiError::new(ErrorCode::Internal, "the server is shutting down"));
+                }
+            };
+            match received {
                 Err(_) => return Err(unauthenticated("no authentication within 10 seconds")),
                 Ok(None | Some(Err(_))) => {
                     return Err(unauthenticated("connection closed before authenticating"))
