@@ -9,7 +9,6 @@
 
 pub mod control;
 pub mod dataplane;
-mod udp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
