@@ -185,11 +185,13 @@ async fn run(
             if let Err(e) = udp.send_to(&transmit.payload, transmit.dst).await {
                 tracing::debug!(dst = %transmit.dst, error = %e, "UDP send failed");
             }
+            engine.recycle(transmit.payload);
         }
         while let Some(packet) = engine.poll_tun_packet() {
             if let Err(e) = tun.send(&packet).await {
                 tracing::debug!(error = %e, "TUN write failed");
             }
+            engine.recycle(packet);
         }
         while let Some((peer, signal)) = engine.poll_signal() {
             if outputs.try_send(Output::Signal(peer, signal)).is_err() {

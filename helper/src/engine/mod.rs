@@ -173,6 +173,33 @@ pub(crate) struct Outputs {
     pub tun: VecDeque<Vec<u8>>,
     pub signals: VecDeque<(PublicKey, PeerSignal)>,
     pub events: VecDeque<EngineEvent>,
+    /// Emptied datagram and packet buffers handed back by [`Engine::recycle`]: the data path
+    /// reuses them instead of allocating one (and freeing it) per packet.
+    spare: Vec<Vec<u8>>,
+}
+
+/// How many spare buffers are kept: a batch of datagrams in flight (see the daemon's
+/// batch sizes) with room to spare; beyond it, returned buffers are freed.
+const MAX_SPARE_BUFFERS: usize = 256;
+/// Capacity of a new buffer: a full-size WireGuard datagram (1420-byte MTU + 32) or
+/// ChannelData, so that a buffer once allocated serves any packet of the overlay's MTU.
+const NEW_BUFFER_BYTES: usize = 1536;
+
+impl Outputs {
+    /// An empty buffer holding a copy of `bytes`, from the spares when there is one.
+    pub fn copy_of(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut buf =
+            self.spare.pop().unwrap_or_else(|| Vec::with_capacity(NEW_BUFFER_BYTES.max(bytes.len())));
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        buf
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE_BUFFERS {
+            self.spare.push(buf);
+        }
+    }
 }
 
 /// The connection engine: a sans-IO state machine, no socket, no TUN, no clock, no task.
@@ -189,7 +216,9 @@ pub(crate) struct Outputs {
 ///    * when [`Engine::poll_timeout`] has passed: [`Engine::handle_timeout`].
 /// 3. After each input, drain the outputs: [`Engine::poll_transmit`] (send from the socket),
 ///    [`Engine::poll_tun_packet`] (write to the TUN), [`Engine::poll_signal`] (seal and send
-///    through the signal server), [`Engine::poll_event`]. Then sleep until
+///    through the signal server), [`Engine::poll_event`]. Hand each datagram's and packet's
+///    buffer back with [`Engine::recycle`] once written (optional: it saves an allocation
+///    per packet). Then sleep until
 ///    [`Engine::poll_timeout`] (`None`: until the next input). Inputs never block and
 ///    errors never escape: a bad datagram is logged (with the peer's short key) and dropped.
 ///
@@ -604,6 +633,11 @@ impl Engine {
     /// The next decrypted IP packet to write to the TUN.
     pub fn poll_tun_packet(&mut self) -> Option<Vec<u8>> {
         self.out.tun.pop_front()
+    }
+
+    /// Returns the buffer of a [`Transmit`] or TUN packet that has been written, for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.out.recycle(buf);
     }
 
     /// The next signal message to seal for the peer and send through the signal server.

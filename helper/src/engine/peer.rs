@@ -82,7 +82,8 @@ impl Ctx<'_> {
         if let Some(relay) = self.relay.as_mut().filter(|r| r.relayed() == Some(local)) {
             relay.send_to(self.now, dst, payload);
         } else if self.host_addrs.contains(&local) {
-            self.out.transmits.push_back(Transmit { dst, payload: payload.to_vec() });
+            let payload = self.out.copy_of(payload);
+            self.out.transmits.push_back(Transmit { dst, payload });
         } else {
             // A relayed address that is gone (relay removed or reallocated).
             tracing::debug!(%local, %dst, "no such local candidate any more: datagram dropped");
@@ -473,20 +474,25 @@ impl Peer {
         let _span = self.span.clone().entered();
         let now = ctx.now;
         self.ice.saw_traffic(now, local, from);
-        let mut replies = Vec::new();
-        let mut input = data;
         let mut authentic = false;
+        // boringtun writes into the scratch buffer; it is taken out of `ctx` for the loop
+        // so that each result can be sent or delivered straight from it, without a copy
+        // into a fresh `Vec` first.
+        let buf = std::mem::take(&mut ctx.buf);
+        let mut input = data;
         loop {
-            match self.tunn.decapsulate(Some(from.ip()), input, ctx.buf) {
+            match self.tunn.decapsulate(Some(from.ip()), input, buf) {
                 TunnResult::WriteToNetwork(p) => {
-                    replies.push(p.to_vec());
                     authentic = true;
+                    // Before sending: with no ICE path yet, a handshake response goes back
+                    // where the initiation came from.
+                    self.last_source = Some((local, from));
+                    self.send_wireguard(p, ctx);
                     // Repeat with an empty datagram until Done: flushes queued packets.
                     input = &[];
                 }
                 TunnResult::WriteToTunnelV4(p, src) => {
                     authentic = true;
-                    let p = p.to_vec();
                     self.deliver(p, src, ctx);
                     break;
                 }
@@ -505,6 +511,7 @@ impl Peer {
                 }
             }
         }
+        ctx.buf = buf;
         if authentic {
             self.last_rx = Some(now);
             self.last_source = Some((local, from));
@@ -512,18 +519,15 @@ impl Peer {
                 self.wg_deadline = Some(now + WG_STALE);
             }
         }
-        for r in replies {
-            self.send_wireguard(&r, ctx);
-        }
         self.flush(ctx);
     }
 
-    fn deliver(&mut self, packet: Vec<u8>, src: Ipv4Addr, ctx: &mut Ctx<'_>) {
+    fn deliver(&mut self, packet: &[u8], src: Ipv4Addr, ctx: &mut Ctx<'_>) {
         if src != self.ip.0 {
             tracing::debug!(%src, "packet dropped: its source is not the peer's address");
             return;
         }
-        if let Some(echo) = Echo::parse(&packet) {
+        if let Some(echo) = Echo::parse(packet) {
             if echo.reply && echo.id == PING_ID && echo.dst == ctx.my_ip && echo.payload == PING_PAYLOAD {
                 if let Some(at) = self.pings.iter().position(|(seq, _)| *seq == echo.seq) {
                     let (_, sent) = self.pings.remove(at).unwrap_or((0, ctx.now));
@@ -535,20 +539,21 @@ impl Peer {
                 }
             }
         }
+        let packet = ctx.out.copy_of(packet);
         ctx.out.tun.push_back(packet);
     }
 
     /// An IP packet from the TUN for this peer.
     pub(crate) fn send_ip(&mut self, packet: &[u8], ctx: &mut Ctx<'_>) {
         let _span = self.span.clone().entered();
-        match self.tunn.encapsulate(packet, ctx.buf) {
-            TunnResult::WriteToNetwork(p) => {
-                let p = p.to_vec();
-                self.send_wireguard(&p, ctx);
-            }
+        // Taken out of `ctx` so that the datagram is sent straight from it (see above).
+        let buf = std::mem::take(&mut ctx.buf);
+        match self.tunn.encapsulate(packet, buf) {
+            TunnResult::WriteToNetwork(p) => self.send_wireguard(p, ctx),
             TunnResult::Err(e) => tracing::debug!(error = ?e, "packet not encrypted"),
             _ => {}
         }
+        ctx.buf = buf;
     }
 
     pub(crate) fn ping(&mut self, ctx: &mut Ctx<'_>) {
