@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -12,10 +13,11 @@ use trellis_protocol::peer::PeerSignal;
 use trellis_protocol::{OverlayIp, OverlayNet, PublicKey};
 use x25519_dalek::StaticSecret;
 
-use crate::engine::{Engine, EngineConfig, EngineEvent, PeerConfig, PeerStatus, RelayServer};
+use super::udp::Udp;
+use crate::engine::{Engine, EngineConfig, EngineEvent, PeerConfig, PeerStatus, RelayServer, Transmit};
 use crate::tun::TunDevice;
 
-/// Largest datagram or packet read at once (jumbo-safe).
+/// Largest packet read from the TUN at once (jumbo-safe).
 const BUFFER_BYTES: usize = 65536;
 /// When the engine asks for no wake-up, look again after this long anyway.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
@@ -80,6 +82,7 @@ impl Dataplane {
             .await
             .with_context(|| format!("cannot open UDP port {}", config.port))?;
         let port = udp.local_addr()?.port();
+        let udp = Udp::new(udp).context("cannot set up the UDP socket for batched IO")?;
         let host_addrs = host_addresses(port, config.range);
         let tun = TunDevice::create(&config.tun_name, config.my_ip, config.range)?;
         tracing::info!(port, candidates = ?host_addrs, "data plane up");
@@ -136,29 +139,68 @@ fn local_for(host_addrs: &[SocketAddr], from: SocketAddr, port: u16) -> SocketAd
         .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
 }
 
+/// Most TUN packets read in one wake-up before the datagrams they became are sent: more
+/// than a GSO batch holds (64 KiB of 1452-byte datagrams is 44), so a burst leaves in
+/// one send, and few enough that UDP input and timers wait at most a few hundred µs.
+const TUN_BATCH: usize = 64;
+/// Most `recvmmsg` calls in one wake-up before the TUN and timers get their turn.
+const UDP_BATCHES: usize = 4;
+
 async fn run(
     mut engine: Engine,
-    udp: UdpSocket,
+    mut udp: Udp,
     tun: TunDevice,
     host_addrs: Vec<SocketAddr>,
     mut commands: mpsc::Receiver<Command>,
     outputs: mpsc::Sender<Output>,
 ) {
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut udp_buf = vec![0u8; BUFFER_BYTES];
     let mut tun_buf = vec![0u8; BUFFER_BYTES];
+    let mut transmits: Vec<Transmit> = Vec::new();
+    // One timer, moved only when the engine's deadline moves: a fresh `sleep_until` per
+    // wake-up would register and cancel a timer for every packet.
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + IDLE_WAKE);
+    tokio::pin!(sleep);
     loop {
         let wake = engine.poll_timeout().unwrap_or_else(|| Instant::now() + IDLE_WAKE);
+        let wake = tokio::time::Instant::from_std(wake);
+        if sleep.deadline() != wake {
+            sleep.as_mut().reset(wake);
+        }
         tokio::select! {
-            received = udp.recv_from(&mut udp_buf) => match received {
-                Ok((n, from)) => {
-                    let local = local_for(&host_addrs, from, port);
-                    engine.handle_datagram(local, from, &udp_buf[..n], Instant::now());
+            ready = udp.readable() => match ready {
+                Ok(()) => {
+                    let now = Instant::now();
+                    for _ in 0..UDP_BATCHES {
+                        let read = udp.try_recv_batch(|from, datagram| {
+                            engine.handle_datagram(local_for(&host_addrs, from, port), from, datagram, now);
+                        });
+                        match read {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::debug!(error = %e, "UDP receive failed");
+                                break;
+                            }
+                        }
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
             },
             read = tun.recv(&mut tun_buf) => match read {
-                Ok(n) => engine.handle_tun_packet(&tun_buf[..n], Instant::now()),
+                Ok(n) => {
+                    let now = Instant::now();
+                    engine.handle_tun_packet(&tun_buf[..n], now);
+                    // Whatever else is already queued, without waiting: encrypted together,
+                    // the packets leave as one batch below. An error is left for the next
+                    // `recv` above to report.
+                    for _ in 1..TUN_BATCH {
+                        match tun.recv(&mut tun_buf).now_or_never() {
+                            Some(Ok(n)) => engine.handle_tun_packet(&tun_buf[..n], now),
+                            Some(Err(_)) | None => break,
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "the TUN device failed; stopping the data plane");
                     return;
@@ -177,15 +219,16 @@ async fn run(
                     Some(Command::Peers(reply)) => { let _ = reply.send(engine.peers(now)); }
                 }
             }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+            _ = &mut sleep => {
                 engine.handle_timeout(Instant::now());
             }
         }
-        while let Some(transmit) = engine.poll_transmit() {
-            if let Err(e) = udp.send_to(&transmit.payload, transmit.dst).await {
-                tracing::debug!(dst = %transmit.dst, error = %e, "UDP send failed");
+        transmits.extend(std::iter::from_fn(|| engine.poll_transmit()));
+        if !transmits.is_empty() {
+            udp.send_batch(&transmits).await;
+            for t in transmits.drain(..) {
+                engine.recycle(t.payload);
             }
-            engine.recycle(transmit.payload);
         }
         while let Some(packet) = engine.poll_tun_packet() {
             if let Err(e) = tun.send(&packet).await {

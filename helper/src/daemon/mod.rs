@@ -9,6 +9,7 @@
 
 pub mod control;
 pub mod dataplane;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
