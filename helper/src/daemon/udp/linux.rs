@@ -2,12 +2,11 @@
 //! (`UDP_SEGMENT`) on send. `quinn-udp` wraps the `unsafe` socket calls the workspace
 //! denies, and turns GSO off by itself if the kernel or a driver refuses it.
 //!
-//! Side effects of `quinn-udp`'s socket setup, none of which changes what is sent:
-//! `IP_PKTINFO`, `IP_RECVTOS` and `SO_TIMESTAMPNS` only add control messages on receive;
-//! `IP_MTU_DISCOVER = IP_PMTUDISC_PROBE` sets Don't Fragment. Trellis's largest datagram
-//! is 1484 bytes with IP and UDP (1420-byte overlay MTU + 32 WireGuard + 4 ChannelData +
-//! 28), which fits a 1500-byte path unfragmented; a path narrower than that now drops it
-//! where it used to be fragmented.
+//! Side effects of `quinn-udp`'s socket setup: `IP_PKTINFO`, `IP_RECVTOS` and
+//! `SO_TIMESTAMPNS` only add control messages on receive. It also forbids fragmentation
+//! (`IP_MTU_DISCOVER = IP_PMTUDISC_PROBE`), which [`allow_fragmentation`] undoes: a
+//! full-size datagram (1480 bytes with IP and UDP) must still cross a narrower path (a
+//! cloud network's 1460, another VPN) fragmented, as before and as WireGuard's do.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -49,6 +48,7 @@ impl std::fmt::Debug for Udp {
 impl Udp {
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        allow_fragmentation(&socket)?;
         tracing::debug!(
             gso_segments = state.max_gso_segments(),
             gro_segments = state.gro_segments(),
@@ -144,9 +144,94 @@ impl Udp {
             let sent = socket
                 .async_io(Interest::WRITABLE, || state.try_send(UdpSockRef::from(socket), &transmit))
                 .await;
-            if let Err(e) = sent {
-                tracing::debug!(dst = %first.dst, datagrams = count, error = %e, "UDP send failed");
+            match sent {
+                Ok(()) => {}
+                // A GSO send the kernel or a driver refuses (a segment wider than the
+                // device's MTU: EINVAL; EIO) makes quinn-udp turn GSO off for good: the
+                // run goes again one datagram at a time instead of being lost.
+                Err(e) if count > 1 => {
+                    tracing::debug!(dst = %first.dst, datagrams = count, error = %e, "GSO send failed; sending one by one");
+                    for t in run {
+                        let single = quinn_udp::Transmit {
+                            destination: t.dst,
+                            ecn: None,
+                            contents: &t.payload,
+                            segment_size: None,
+                            src_ip: None,
+                        };
+                        let sent = socket
+                            .async_io(Interest::WRITABLE, || {
+                                state.try_send(UdpSockRef::from(socket), &single)
+                            })
+                            .await;
+                        if let Err(e) = sent {
+                            tracing::debug!(dst = %t.dst, error = %e, "UDP send failed");
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(dst = %first.dst, error = %e, "UDP send failed"),
             }
         }
+    }
+}
+
+/// Back to the kernel's default for the socket's datagrams, `IP_PMTUDISC_WANT`: fragment
+/// what is wider than the path instead of dropping it (see the module comment). Neither
+/// std, tokio, socket2 nor nix offers this option, hence the one `setsockopt` call.
+#[allow(unsafe_code)]
+fn allow_fragmentation(socket: &UdpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value: libc::c_int = libc::IP_PMTUDISC_WANT;
+    // SAFETY: the descriptor belongs to `socket`, which is open for the whole call; the
+    // value is a c_int that outlives the call, and its exact size is passed with it.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `IP_MTU_DISCOVER` the socket has now.
+    #[allow(unsafe_code)]
+    fn mtu_discover(socket: &UdpSocket) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an open descriptor, and a c_int with its size to write into.
+        let result = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                std::ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(result, 0, "getsockopt: {}", io::Error::last_os_error());
+        value
+    }
+
+    #[tokio::test]
+    async fn datagrams_may_be_fragmented_on_a_narrow_path() {
+        let socket = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let udp = Udp::new(socket).unwrap();
+        assert_eq!(
+            mtu_discover(&udp.socket),
+            libc::IP_PMTUDISC_WANT,
+            "quinn-udp's Don't Fragment is still set"
+        );
     }
 }
