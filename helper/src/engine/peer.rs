@@ -457,10 +457,28 @@ impl Peer {
         ctx: &mut Ctx<'_>,
     ) {
         let _span = self.span.clone().entered();
+        if stun_class(data) == StunClass::Request && self.is_unsignalled_relay(from, ctx) {
+            // A check that came through the peer's TURN allocation before the peer's relayed
+            // candidate did. rtc-ice would learn the allocation as a peer-reflexive candidate
+            // and rank it as one (type preference 110, ignoring the check's PRIORITY), above
+            // the peer's server-reflexive candidate (100): the relayed pair would be
+            // nominated although the direct one works. The peer repeats the check every
+            // 200 ms; by then the candidate is usually here, and ranked as relayed.
+            tracing::debug!(%from, "ICE check through an unsignalled relay address held back");
+            return;
+        }
         if let Err(e) = self.ice.handle_stun(ctx.now, local, from, data) {
             tracing::debug!(%from, error = %e, "ICE datagram dropped");
         }
         self.flush(ctx);
+    }
+
+    /// Whether `from` is on a TURN server (ours, which is the network's, or one the peer
+    /// signalled a relayed candidate on) but is not a candidate of the current session.
+    fn is_unsignalled_relay(&self, from: SocketAddr, ctx: &Ctx<'_>) -> bool {
+        let on_relay = ctx.relay.as_ref().is_some_and(|r| r.server().ip() == from.ip())
+            || self.remote_relays.iter().any(|r| r.ip() == from.ip());
+        on_relay && !self.ice.knows_remote(from)
     }
 
     /// A WireGuard datagram for our `Tunn`, from `from`, arrived on local candidate `local`.

@@ -130,6 +130,33 @@ fn relayed_peer_moves_to_a_direct_path_without_losing_packets() {
     assert_eq!(net.nodes[0].paths_to(net.key(1)), [Some(PathKind::Relayed), Some(PathKind::Direct)]);
 }
 
+/// A check through the peer's relay that arrives before the peer's relayed candidate must
+/// not make the relayed pair outrank the direct one: rtc-ice would rank the relay address
+/// as peer-reflexive, above the peer's server-reflexive address. Seen end to end as a probe
+/// that found the restored direct path working and still chose the relay.
+#[test]
+fn a_probe_chooses_the_direct_path_when_relayed_candidates_come_late() {
+    let mut net = Net::new(&[Behind::Cone, Behind::Cone], true);
+    let nat_ips =
+        [net.nodes[0].nat.as_ref().unwrap().public_ip, net.nodes[1].nat.as_ref().unwrap().public_ip];
+    net.block = Some(Box::new(move |s: SocketAddr, d: SocketAddr, _: &[u8]| {
+        nat_ips.contains(&s.ip()) && nat_ips.contains(&d.ip())
+    }));
+    net.mesh();
+    assert!(net.run_until(CONNECT_LIMIT, Net::all_connected));
+    assert_eq!(net.path(0, 1).unwrap().kind, PathKind::Relayed);
+
+    net.block = None;
+    net.late_relay_candidates = Duration::from_millis(100);
+    // The first probe comes 10 s after the relayed path was chosen; ICE then needs at most
+    // its 3 s wait for a relayed pair. A second probe would come 20 s later.
+    let found = net.run_until(Duration::from_secs(15), |net| {
+        net.path(0, 1).is_some_and(|p| p.kind == PathKind::Direct)
+            && net.path(1, 0).is_some_and(|p| p.kind == PathKind::Direct)
+    });
+    assert!(found, "the first probe kept the relayed path: {:?}", net.nodes[0].paths_to(net.key(1)));
+}
+
 #[test]
 fn a_dead_path_fails_and_an_ice_restart_recovers() {
     let mut net = Net::new(&[Behind::Cone, Behind::Cone], true);

@@ -168,6 +168,9 @@ pub struct Net {
     signals: VecDeque<(Instant, usize, PublicKey, Vec<u8>)>,
     /// Deliver the signals due in one step last first (a daemon that lost their order).
     pub reverse_signals: bool,
+    /// Extra signalling delay of relayed candidates (a relay allocated after the others
+    /// were sent, or a slow server), so that checks through a relay can arrive first.
+    pub late_relay_candidates: Duration,
     /// Signals sent, per (from node, to node).
     pub signal_count: HashMap<(usize, usize), usize>,
     /// Drops a datagram (src, dst, payload) on the internet when it returns true.
@@ -235,6 +238,7 @@ impl Net {
             seq: 0,
             signals: VecDeque::new(),
             reverse_signals: false,
+            late_relay_candidates: Duration::ZERO,
             signal_count: HashMap::new(),
             block: None,
             impair: Impairment::default(),
@@ -320,7 +324,13 @@ impl Net {
             while let Some((to, signal)) = n.engine.poll_signal() {
                 let bytes = signal.to_bytes();
                 assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "signal too large for a sealed envelope");
-                self.signals.push_back((now + SIGNAL_LATENCY, i, to, bytes));
+                let late = match &signal {
+                    PeerSignal::Candidate { candidate, .. } if candidate.contains(" typ relay") => {
+                        self.late_relay_candidates
+                    }
+                    _ => Duration::ZERO,
+                };
+                self.signals.push_back((now + SIGNAL_LATENCY + late, i, to, bytes));
             }
             while let Some(p) = n.engine.poll_tun_packet() {
                 match Echo::parse(&p) {
@@ -377,10 +387,17 @@ impl Net {
                 n.engine.handle_timeout(now);
             }
         }
+        // Not in due order when some signals are late: taken by due time, in sending order.
         let mut due = Vec::new();
-        while self.signals.front().is_some_and(|(due, ..)| *due <= now) {
-            due.push(self.signals.pop_front().unwrap());
+        let mut later = VecDeque::new();
+        for signal in self.signals.drain(..) {
+            if signal.0 <= now {
+                due.push(signal);
+            } else {
+                later.push_back(signal);
+            }
         }
+        self.signals = later;
         if self.reverse_signals {
             due.reverse();
         }
