@@ -162,22 +162,30 @@ async fn run(
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + IDLE_WAKE);
     tokio::pin!(sleep);
     loop {
-        let wake = engine.poll_timeout().unwrap_or_else(|| Instant::now() + IDLE_WAKE);
-        let wake = tokio::time::Instant::from_std(wake);
+        let wake = match engine.poll_timeout() {
+            Some(at) => tokio::time::Instant::from_std(at),
+            // Nothing due: the idle wake-up already set stands, rather than moving on
+            // every wake-up.
+            None if sleep.deadline() > tokio::time::Instant::now() => sleep.deadline(),
+            None => tokio::time::Instant::now() + IDLE_WAKE,
+        };
         if sleep.deadline() != wake {
             sleep.as_mut().reset(wake);
         }
         tokio::select! {
             ready = udp.readable() => match ready {
                 Ok(()) => {
-                    let now = Instant::now();
                     for _ in 0..UDP_BATCHES {
+                        let now = Instant::now();
                         let read = udp.try_recv_batch(|from, datagram| {
                             engine.handle_datagram(local_for(&host_addrs, from, port), from, datagram, now);
                         });
                         match read {
                             Ok(0) => break,
-                            Ok(_) => {}
+                            // Written out before the next batch is read: one batch can hold
+                            // hundreds of packets (GRO), and their buffers go back to the
+                            // engine's spares only once written.
+                            Ok(_) => drain(&mut engine, &mut udp, &tun, &mut transmits).await,
                             Err(e) => {
                                 tracing::debug!(error = %e, "UDP receive failed");
                                 break;
@@ -223,19 +231,7 @@ async fn run(
                 engine.handle_timeout(Instant::now());
             }
         }
-        transmits.extend(std::iter::from_fn(|| engine.poll_transmit()));
-        if !transmits.is_empty() {
-            udp.send_batch(&transmits).await;
-            for t in transmits.drain(..) {
-                engine.recycle(t.payload);
-            }
-        }
-        while let Some(packet) = engine.poll_tun_packet() {
-            if let Err(e) = tun.send(&packet).await {
-                tracing::debug!(error = %e, "TUN write failed");
-            }
-            engine.recycle(packet);
-        }
+        drain(&mut engine, &mut udp, &tun, &mut transmits).await;
         while let Some((peer, signal)) = engine.poll_signal() {
             if outputs.try_send(Output::Signal(peer, signal)).is_err() {
                 tracing::warn!(peer = %peer.short(), "signal queue full; ICE will retry");
@@ -244,6 +240,24 @@ async fn run(
         while let Some(event) = engine.poll_event() {
             let _ = outputs.try_send(Output::Event(event));
         }
+    }
+}
+
+/// Sends the engine's datagrams (in one batch, so that runs leave with GSO) and writes its
+/// decrypted packets to the TUN, handing every buffer back to the engine for reuse.
+async fn drain(engine: &mut Engine, udp: &mut Udp, tun: &TunDevice, transmits: &mut Vec<Transmit>) {
+    transmits.extend(std::iter::from_fn(|| engine.poll_transmit()));
+    if !transmits.is_empty() {
+        udp.send_batch(transmits).await;
+        for t in transmits.drain(..) {
+            engine.recycle(t.payload);
+        }
+    }
+    while let Some(packet) = engine.poll_tun_packet() {
+        if let Err(e) = tun.send(&packet).await {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
+        engine.recycle(packet);
     }
 }
 

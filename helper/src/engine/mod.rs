@@ -178,9 +178,10 @@ pub(crate) struct Outputs {
     spare: Vec<Vec<u8>>,
 }
 
-/// How many spare buffers are kept: a batch of datagrams in flight (see the daemon's
-/// batch sizes) with room to spare; beyond it, returned buffers are freed.
-const MAX_SPARE_BUFFERS: usize = 256;
+/// How many spare buffers are kept: the packets of one batch in flight (one `recvmmsg`
+/// with GRO brings up to about 350 datagrams; see the daemon's batch sizes) with room to
+/// spare, at most 768 KiB; beyond it, returned buffers are freed.
+const MAX_SPARE_BUFFERS: usize = 512;
 /// Capacity of a new buffer: a full-size WireGuard datagram (1420-byte MTU + 32) or
 /// ChannelData, so that a buffer once allocated serves any packet of the overlay's MTU.
 const NEW_BUFFER_BYTES: usize = 1536;
@@ -196,7 +197,9 @@ impl Outputs {
     }
 
     fn recycle(&mut self, buf: Vec<u8>) {
-        if self.spare.len() < MAX_SPARE_BUFFERS {
+        // A smaller buffer (a relay's STUN or ChannelData message, sized to fit) would have
+        // to grow for the next full-size packet: freed instead.
+        if self.spare.len() < MAX_SPARE_BUFFERS && buf.capacity() >= NEW_BUFFER_BYTES {
             self.spare.push(buf);
         }
     }

@@ -1,5 +1,6 @@
 //! Engine tests on an in-memory network with a fake clock (see `net`).
 
+mod buffers;
 mod connect;
 mod health;
 mod mesh;
