@@ -18,6 +18,14 @@ pub struct Process {
     pub log: PathBuf,
 }
 
+/// What the helpers and the server log: `TRELLIS_E2E_LOG` when set (to chase a failure
+/// with more detail, e.g. `info,trellis_helper=debug,rtc_ice=debug`), else signalling and
+/// the daemon's events.
+fn log_filter() -> String {
+    std::env::var("TRELLIS_E2E_LOG")
+        .unwrap_or_else(|_| "info,trellis_helper::signal=debug,trellis_helper::daemon=debug".into())
+}
+
 impl Process {
     pub fn spawn(ns: &Netns, name: &str, program: &Path, args: &[&str], logs: &Path) -> Self {
         let log = logs.join(format!("{name}.log"));
@@ -25,7 +33,7 @@ impl Process {
         let child = ns
             .command(program.to_str().unwrap())
             .args(args)
-            .env("RUST_LOG", "info,trellis_helper::signal=debug,trellis_helper::daemon=debug")
+            .env("RUST_LOG", log_filter())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -71,7 +79,9 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        // A failing test shows every process's log; TRELLIS_E2E_PRINT_LOGS shows them for
+        // passing ones too, to compare a slow run with a quick one.
+        if std::thread::panicking() || std::env::var_os("TRELLIS_E2E_PRINT_LOGS").is_some() {
             eprintln!("----- {} log -----\n{}", self.name, self.log_text());
         }
     }
