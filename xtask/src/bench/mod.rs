@@ -31,9 +31,10 @@ use crate::system;
 /// Every bench namespace (and WireGuard interface) starts with this.
 const PREFIX: &str = "tb";
 
-const USAGE: &str = "usage: cargo xtask bench [--quick]
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--part N]...
 
-  --quick  short durations; fails only if the bench cannot run or Trellis carries no traffic";
+  --quick   short durations; fails only if the bench cannot run or Trellis carries no traffic
+  --part N  only part N (1 throughput and RTT, 2 join, 3 helper, 4 signal server); repeatable";
 
 /// How long and how often each measurement runs.
 #[derive(Clone, Copy, Debug)]
@@ -108,12 +109,29 @@ impl Row {
     }
 }
 
+/// What the command line asks for: `--quick`, and which parts (all when none is named).
+fn parse_args(args: &[String]) -> Result<(bool, Vec<u8>)> {
+    let mut quick = false;
+    let mut parts = Vec::new();
+    let mut args = args.iter().map(String::as_str);
+    while let Some(arg) = args.next() {
+        match arg {
+            "--quick" => quick = true,
+            "--part" => match args.next().and_then(|n| n.parse::<u8>().ok()) {
+                Some(n @ 1..=4) => parts.push(n),
+                _ => bail!("--part takes a part number from 1 to 4\n\n{USAGE}"),
+            },
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    if parts.is_empty() {
+        parts = vec![1, 2, 3, 4];
+    }
+    Ok((quick, parts))
+}
+
 pub fn run(args: &[String]) -> Result<()> {
-    let quick = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => false,
-        ["--quick"] => true,
-        _ => bail!("{USAGE}"),
-    };
+    let (quick, parts) = parse_args(args)?;
     let plan = Plan::new(quick);
     let mut packages = system::TEST_PACKAGES.to_vec();
     packages.extend_from_slice(system::BENCH_PACKAGES);
@@ -141,35 +159,48 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut table: Vec<(&str, Vec<Row>)> = Vec::new();
     let mut trellis_carried = false;
 
-    println!("==> 1. throughput and RTT");
-    let part1 = guarded("throughput", || throughput::run(&plan, &boringtun));
-    let (rows, direct) = match part1 {
-        Ok(out) => (out.rows, out.direct),
-        Err(e) => (vec![Row::not_measured("throughput and RTT", format!("{e:#}"))], None),
-    };
-    if let Some(direct) = &direct {
-        trellis_carried = direct.forward_bps > 0.0 && direct.reverse_bps > 0.0;
+    let mut direct = None;
+    if parts.contains(&1) {
+        println!("==> 1. throughput and RTT");
+        let part1 = guarded("throughput", || throughput::run(&plan, &boringtun));
+        let rows = match part1 {
+            Ok(out) => {
+                direct = out.direct;
+                out.rows
+            }
+            Err(e) => vec![Row::not_measured("throughput and RTT", format!("{e:#}"))],
+        };
+        if let Some(direct) = &direct {
+            trellis_carried = direct.forward_bps > 0.0 && direct.reverse_bps > 0.0;
+        }
+        table.push(("1. throughput (iperf3 TCP) and RTT (ping)", rows));
     }
-    table.push(("1. throughput (iperf3 TCP) and RTT (ping)", rows));
 
-    println!("==> 2. join → first ping");
-    let rows = guarded("join", || join::run(&plan))
-        .unwrap_or_else(|e| vec![Row::not_measured("join → first ping", format!("{e:#}"))]);
-    table.push(("2. join → first ping reply", rows));
+    if parts.contains(&2) {
+        println!("==> 2. join → first ping");
+        let rows = guarded("join", || join::run(&plan))
+            .unwrap_or_else(|e| vec![Row::not_measured("join → first ping", format!("{e:#}"))]);
+        table.push(("2. join → first ping reply", rows));
+    }
 
-    println!("==> 3. helper resources");
-    let rows = guarded("helper", || helper::run(&plan, direct.as_ref()))
-        .unwrap_or_else(|e| vec![Row::not_measured("helper resources", format!("{e:#}"))]);
-    table.push(("3. helper (trellisd) resources", rows));
+    if parts.contains(&3) {
+        println!("==> 3. helper resources");
+        let rows = guarded("helper", || helper::run(&plan, direct.as_ref()))
+            .unwrap_or_else(|e| vec![Row::not_measured("helper resources", format!("{e:#}"))]);
+        table.push(("3. helper (trellisd) resources", rows));
+    }
 
-    println!("==> 4. signal server load");
-    let rows = guarded("signal", || signal::run(&plan))
-        .unwrap_or_else(|e| vec![Row::not_measured("signal server", format!("{e:#}"))]);
-    table.push(("4. signal server", rows));
+    if parts.contains(&4) {
+        println!("==> 4. signal server load");
+        let rows = guarded("signal", || signal::run(&plan))
+            .unwrap_or_else(|e| vec![Row::not_measured("signal server", format!("{e:#}"))]);
+        table.push(("4. signal server", rows));
+    }
 
     clean();
     print_table(&table, &plan, started.elapsed());
-    if !trellis_carried {
+    // Only part 1 carries traffic through Trellis; without it there is nothing to check.
+    if parts.contains(&1) && !trellis_carried {
         bail!("Trellis carried no traffic through the tunnel (see the table)");
     }
     Ok(())
@@ -418,4 +449,28 @@ pub fn form_network(world: &World, kind: &str) -> String {
     wait_for_ping(world, 1, &owner_ip, DEADLINE);
     wait_for_path(world, 1, "h0", kind, DEADLINE);
     owner_ip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_args;
+
+    fn parse(args: &[&str]) -> anyhow::Result<(bool, Vec<u8>)> {
+        parse_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn every_part_runs_unless_some_are_named() {
+        assert_eq!(parse(&[]).unwrap(), (false, vec![1, 2, 3, 4]));
+        assert_eq!(parse(&["--quick"]).unwrap(), (true, vec![1, 2, 3, 4]));
+        assert_eq!(parse(&["--part", "1", "--quick", "--part", "3"]).unwrap(), (true, vec![1, 3]));
+    }
+
+    #[test]
+    fn a_bad_part_or_argument_is_refused_with_the_usage() {
+        for bad in [&["--part"][..], &["--part", "5"], &["--part", "x"], &["--fast"]] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("usage: cargo xtask bench"), "{bad:?}: {err}");
+        }
+    }
 }
