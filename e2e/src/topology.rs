@@ -30,12 +30,16 @@ pub enum Nat {
     Symmetric,
     /// Easy NAT, but UDP may only go to the server: direct paths are blocked.
     UdpOnlyToServer,
+    /// No router at all: the device sits on the internet's switch with its public address,
+    /// like a server (or a bench that wants the shortest path between two devices).
+    Public,
 }
 
 #[derive(Debug)]
 pub struct Home {
     pub name: String,
-    pub router: Netns,
+    /// None for [`Nat::Public`].
+    pub router: Option<Netns>,
     pub device: Netns,
     pub wan_ip: String,
     pub state_dir: PathBuf,
@@ -140,30 +144,31 @@ impl World {
     /// Adds a home behind a router of kind `nat`; returns its index.
     pub fn add_home(&mut self, name: &str, nat: Nat) -> usize {
         let index = self.homes.len();
+        let wan_ip = format!("203.0.113.{}", 11 + index);
+        let state_dir = self.dir.path().join(format!("{name}-state"));
+        let socket = self.dir.path().join(format!("{name}.sock"));
+        if nat == Nat::Public {
+            let device = Netns::new(format!("{}d{index}", self.prefix));
+            self.plug_into_internet(&device, &format!("{}e{index}", self.prefix), index);
+            device.exec_ok(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{wan_ip}/24"),
+                "dev",
+                &format!("{}e{index}", self.prefix),
+            ]);
+            device.exec_ok(&["ip", "link", "set", &format!("{}e{index}", self.prefix), "up"]);
+            let home =
+                Home { name: name.into(), router: None, device, wan_ip, state_dir, socket, helper: None };
+            self.homes.push(home);
+            return index;
+        }
         let router = Netns::new(format!("{}r{index}", self.prefix));
         let device = Netns::new(format!("{}d{index}", self.prefix));
-        let wan_ip = format!("203.0.113.{}", 11 + index);
         // WAN: router <-> internet bridge.
-        let (wan, port) = (format!("{}w{index}", self.prefix), format!("{}p{index}", self.prefix));
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                &wan,
-                "netns",
-                &router.name,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &self.internet.name,
-            ],
-        );
-        self.internet.exec_ok(&["ip", "link", "set", &port, "master", "br0"]);
-        self.internet.exec_ok(&["ip", "link", "set", &port, "up"]);
+        let wan = format!("{}w{index}", self.prefix);
+        self.plug_into_internet(&router, &wan, index);
         router.exec_ok(&["ip", "addr", "add", &format!("{wan_ip}/24"), "dev", &wan]);
         router.exec_ok(&["ip", "link", "set", &wan, "up"]);
         // LAN: device <-> router.
@@ -193,10 +198,34 @@ impl World {
         router.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         load_nft(&router, &router_rules(&wan, &lan, nat));
 
-        let state_dir = self.dir.path().join(format!("{name}-state"));
-        let socket = self.dir.path().join(format!("{name}.sock"));
-        self.homes.push(Home { name: name.into(), router, device, wan_ip, state_dir, socket, helper: None });
+        let home =
+            Home { name: name.into(), router: Some(router), device, wan_ip, state_dir, socket, helper: None };
+        self.homes.push(home);
         index
+    }
+
+    /// A veth from `ns` (named `inside` there) to a port of the internet's bridge.
+    fn plug_into_internet(&self, ns: &Netns, inside: &str, index: usize) {
+        let port = format!("{}p{index}", self.prefix);
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                inside,
+                "netns",
+                &ns.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &self.internet.name,
+            ],
+        );
+        self.internet.exec_ok(&["ip", "link", "set", &port, "master", "br0"]);
+        self.internet.exec_ok(&["ip", "link", "set", &port, "up"]);
     }
 
     /// Starts (or restarts) the home's `trellisd` and waits for its socket.
@@ -283,7 +312,7 @@ impl World {
     pub fn namespaces(&self) -> Vec<String> {
         let mut names = vec![self.internet.name.clone()];
         for home in &self.homes {
-            names.push(home.router.name.clone());
+            names.extend(home.router.as_ref().map(|r| r.name.clone()));
             names.push(home.device.name.clone());
         }
         names
@@ -292,7 +321,9 @@ impl World {
     /// Leaves the world running after this value is gone (`cargo xtask demo --keep`).
     pub fn keep(mut self) {
         for home in &mut self.homes {
-            home.router.keep();
+            if let Some(router) = &mut home.router {
+                router.keep();
+            }
             home.device.keep();
             if let Some(helper) = home.helper.take() {
                 helper.detach();
@@ -313,7 +344,7 @@ impl World {
 fn router_rules(wan: &str, lan: &str, nat: Nat) -> String {
     let masquerade = match nat {
         Nat::Symmetric => "masquerade random,fully-random",
-        Nat::Easy | Nat::UdpOnlyToServer => "masquerade",
+        Nat::Easy | Nat::UdpOnlyToServer | Nat::Public => "masquerade",
     };
     let udp_block = match nat {
         Nat::UdpOnlyToServer => format!("iifname \"{lan}\" ip daddr != {SERVER_IP} meta l4proto udp drop"),

@@ -52,6 +52,25 @@ fn easy_nats_connect_directly() {
     transfer(&world, 0, 1, &bob_ip);
 }
 
+/// A machine with a public address (a server at home or in a cloud) and a friend behind
+/// an easy NAT: the friend reaches the public host candidate directly, no relay.
+#[test]
+fn a_public_device_and_one_behind_a_nat_connect_directly() {
+    if !privileged_or_explain("public ↔ easy NAT") {
+        return;
+    }
+    let (world, alice_ip, _, _) = pair("sa", Nat::Public, Nat::Easy);
+    wait_for_path(&world, 1, "alice", "direct", CONNECT);
+    wait_for_path(&world, 0, "bob", "direct", CONNECT);
+    let seen = peer_view(&world, 1, "alice").unwrap();
+    let remote = seen["path"]["remote_addr"].as_str().unwrap_or_default();
+    assert!(
+        remote.starts_with(&format!("{}:", world.homes[0].wan_ip)),
+        "bob talks to alice's own address: {seen}"
+    );
+    transfer(&world, 1, 0, &alice_ip);
+}
+
 #[test]
 fn symmetric_nats_are_relayed() {
     if !privileged_or_explain("symmetric ↔ symmetric NAT") {
