@@ -84,10 +84,10 @@ fn a_nat_rebinding_is_recovered_from() {
         .any(|e| e == &EngineEvent::PeerState { key: net.key(1), state: PeerState::Reconnecting }));
 }
 
-#[test]
-fn relayed_peer_moves_to_a_direct_path_without_losing_packets() {
+/// Two peers behind cone NATs with a firewall between the NATs: connected, both ways
+/// over the relay (the only path), until the test lifts `net.block`.
+fn relayed_by_a_firewall() -> Net {
     let mut net = Net::new(&[Behind::Cone, Behind::Cone], true);
-    // A firewall between the two NATs: only the relay works at first.
     let nat_ips =
         [net.nodes[0].nat.as_ref().unwrap().public_ip, net.nodes[1].nat.as_ref().unwrap().public_ip];
     net.block = Some(Box::new(move |s: SocketAddr, d: SocketAddr, _: &[u8]| {
@@ -97,6 +97,12 @@ fn relayed_peer_moves_to_a_direct_path_without_losing_packets() {
     assert!(net.run_until(CONNECT_LIMIT, Net::all_connected));
     assert_eq!(net.path(0, 1).unwrap().kind, PathKind::Relayed);
     assert_eq!(net.path(1, 0).unwrap().kind, PathKind::Relayed);
+    net
+}
+
+#[test]
+fn relayed_peer_moves_to_a_direct_path_without_losing_packets() {
+    let mut net = relayed_by_a_firewall();
     net.exchange(0, 1);
 
     // The firewall opens. Traffic flows all along, one packet each way every 100 ms; the
@@ -136,16 +142,7 @@ fn relayed_peer_moves_to_a_direct_path_without_losing_packets() {
 /// that found the restored direct path working and still chose the relay.
 #[test]
 fn a_probe_chooses_the_direct_path_when_relayed_candidates_come_late() {
-    let mut net = Net::new(&[Behind::Cone, Behind::Cone], true);
-    let nat_ips =
-        [net.nodes[0].nat.as_ref().unwrap().public_ip, net.nodes[1].nat.as_ref().unwrap().public_ip];
-    net.block = Some(Box::new(move |s: SocketAddr, d: SocketAddr, _: &[u8]| {
-        nat_ips.contains(&s.ip()) && nat_ips.contains(&d.ip())
-    }));
-    net.mesh();
-    assert!(net.run_until(CONNECT_LIMIT, Net::all_connected));
-    assert_eq!(net.path(0, 1).unwrap().kind, PathKind::Relayed);
-
+    let mut net = relayed_by_a_firewall();
     net.block = None;
     net.late_relay_candidates = Duration::from_millis(100);
     // The first probe comes 10 s after the relayed path was chosen; ICE then needs at most
