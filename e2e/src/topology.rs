@@ -149,16 +149,10 @@ impl World {
         let socket = self.dir.path().join(format!("{name}.sock"));
         if nat == Nat::Public {
             let device = Netns::new(format!("{}d{index}", self.prefix));
-            self.plug_into_internet(&device, &format!("{}e{index}", self.prefix), index);
-            device.exec_ok(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{wan_ip}/24"),
-                "dev",
-                &format!("{}e{index}", self.prefix),
-            ]);
-            device.exec_ok(&["ip", "link", "set", &format!("{}e{index}", self.prefix), "up"]);
+            let eth = format!("{}e{index}", self.prefix);
+            self.plug_into_internet(&device, &eth, index);
+            device.exec_ok(&["ip", "addr", "add", &format!("{wan_ip}/24"), "dev", &eth]);
+            device.exec_ok(&["ip", "link", "set", &eth, "up"]);
             let home =
                 Home { name: name.into(), router: None, device, wan_ip, state_dir, socket, helper: None };
             self.homes.push(home);
@@ -344,7 +338,8 @@ impl World {
 fn router_rules(wan: &str, lan: &str, nat: Nat) -> String {
     let masquerade = match nat {
         Nat::Symmetric => "masquerade random,fully-random",
-        Nat::Easy | Nat::UdpOnlyToServer | Nat::Public => "masquerade",
+        Nat::Easy | Nat::UdpOnlyToServer => "masquerade",
+        Nat::Public => unreachable!("a home with a public address has no router"),
     };
     let udp_block = match nat {
         Nat::UdpOnlyToServer => format!("iifname \"{lan}\" ip daddr != {SERVER_IP} meta l4proto udp drop"),
