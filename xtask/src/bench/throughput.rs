@@ -50,7 +50,6 @@ pub struct Output {
 
 /// The two ends of one implementation's tunnel, kept up for all rounds.
 struct Pair {
-    label: &'static str,
     /// Runs the iperf3 client and ping.
     client: usize,
     server: usize,
@@ -79,13 +78,10 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
         ("wireguard-go", Box::new(|| userspace_wg(Userspace::WireguardGo))),
         ("boringtun-cli", Box::new(|| userspace_wg(Userspace::Boringtun(boringtun)))),
         // The contest: like the WireGuards, two devices on one link (with the server on it).
-        ("Trellis direct", Box::new(|| trellis("Trellis direct", "d", Nat::Public, "direct"))),
+        ("Trellis direct", Box::new(|| trellis("d", Nat::Public, "direct"))),
         // As most users meet it: each device behind its own NAT router.
-        (
-            "Trellis direct via NATs",
-            Box::new(|| trellis("Trellis direct via NATs", "n", Nat::Easy, "direct")),
-        ),
-        ("Trellis relayed", Box::new(|| trellis("Trellis relayed", "r", Nat::Symmetric, "relayed"))),
+        ("Trellis direct via NATs", Box::new(|| trellis("n", Nat::Easy, "direct"))),
+        ("Trellis relayed", Box::new(|| trellis("r", Nat::Symmetric, "relayed"))),
     ];
     // All six stand side by side (an idle tunnel costs nothing) and are measured in turn.
     let mut pairs: Vec<(&'static str, Result<Pair>)> = Vec::new();
@@ -122,7 +118,7 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
             println!("    round {round}/{}: {label}", plan.rounds);
             match measure_pair(plan, pair) {
                 Ok((figures, cpu)) => {
-                    if pair.label == "Trellis direct" {
+                    if *label == "Trellis direct" {
                         load_cpu.push(cpu);
                     }
                     samples[i].push(figures);
@@ -236,7 +232,6 @@ fn two_namespaces(tag: &str) -> Vec<Netns> {
 
 fn raw() -> Result<Pair> {
     Ok(Pair {
-        label: "raw veth (ceiling)",
         client: 0,
         server: 1,
         server_ip: "192.0.2.2".into(),
@@ -264,9 +259,9 @@ impl Drop for UapiSocket {
 }
 
 fn userspace_wg(kind: Userspace<'_>) -> Result<Pair> {
-    let (tag, label) = match kind {
-        Userspace::WireguardGo => ("g", "wireguard-go"),
-        Userspace::Boringtun(_) => ("b", "boringtun-cli"),
+    let tag = match kind {
+        Userspace::WireguardGo => "g",
+        Userspace::Boringtun(_) => "b",
     };
     let namespaces = two_namespaces(tag);
     let logs = tempfile::tempdir()?;
@@ -329,7 +324,6 @@ fn userspace_wg(kind: Userspace<'_>) -> Result<Pair> {
     .context("no ping through the tunnel")?;
     keep.push(Box::new(logs));
     Ok(Pair {
-        label,
         client: 0,
         server: 1,
         server_ip: "100.64.0.2".into(),
@@ -359,7 +353,7 @@ fn keypair() -> Result<(String, String)> {
 
 /// Trellis between two homes, home 1 (the joiner) measuring toward home 0 (the owner);
 /// `tag` names the world's namespaces.
-fn trellis(label: &'static str, tag: &str, nat: Nat, kind: &str) -> Result<Pair> {
+fn trellis(tag: &str, nat: Nat, kind: &str) -> Result<Pair> {
     let world = super::trellis_world(tag, nat, 2);
     let owner_ip = super::form_network(&world, kind);
     let helpers = vec![
@@ -367,7 +361,6 @@ fn trellis(label: &'static str, tag: &str, nat: Nat, kind: &str) -> Result<Pair>
         pid_in(&world.homes[1].device.name, "trellisd")?,
     ];
     Ok(Pair {
-        label,
         client: 1,
         server: 0,
         server_ip: owner_ip,
