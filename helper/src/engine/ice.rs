@@ -265,11 +265,6 @@ impl PathAgent {
         self.agent.get_remote_candidates().iter().map(Candidate::addr).collect()
     }
 
-    /// Whether `addr` is one of the peer's candidates we know (signalled or peer-reflexive).
-    pub(crate) fn knows_remote(&self, addr: SocketAddr) -> bool {
-        self.agent.get_remote_candidates().iter().any(|c| c.addr() == addr)
-    }
-
     /// An ICE check or response that arrived on local candidate `local` (a host address,
     /// or our relayed address when it came through TURN) from `from`.
     pub(crate) fn handle_stun(

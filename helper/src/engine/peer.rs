@@ -478,7 +478,7 @@ impl Peer {
     fn is_unsignalled_relay(&self, from: SocketAddr, ctx: &Ctx<'_>) -> bool {
         let on_relay = ctx.relay.as_ref().is_some_and(|r| r.server().ip() == from.ip())
             || self.remote_relays.iter().any(|r| r.ip() == from.ip());
-        on_relay && !self.ice.knows_remote(from)
+        on_relay && !self.ice.remote_addrs().contains(&from)
     }
 
     /// A WireGuard datagram for our `Tunn`, from `from`, arrived on local candidate `local`.
