@@ -45,6 +45,11 @@ pub struct Plan {
     /// Part 1 measures every implementation this many times, interleaved, and keeps the
     /// median: on a shared machine a neighbour's burst then hits one round, not one side.
     pub rounds: usize,
+    /// RTT is measured apart from throughput, in this many short rounds of `pings` pings,
+    /// interleaved between the implementations; the figure is the median of the rounds'
+    /// averages. A round's average moves with the machine's state of the moment far more
+    /// than with the number of pings, so many short rounds judge better than a few long ones.
+    pub ping_rounds: usize,
     pub pings: u32,
     pub join_repeats: usize,
     /// The window over which idle CPU is measured.
@@ -61,6 +66,7 @@ impl Plan {
                 quick,
                 iperf: Duration::from_secs(2),
                 rounds: 1,
+                ping_rounds: 2,
                 pings: 5,
                 join_repeats: 1,
                 idle_window: Duration::from_secs(2),
@@ -73,7 +79,8 @@ impl Plan {
                 quick,
                 iperf: Duration::from_secs(10),
                 rounds: 3,
-                pings: 20,
+                ping_rounds: 10,
+                pings: 30,
                 join_repeats: 5,
                 idle_window: Duration::from_secs(10),
                 many_peers: 10,
@@ -305,9 +312,10 @@ pub fn iperf(
         .ok_or_else(|| anyhow!("iperf3 to {server_ip}: no sum_received in its JSON"))
 }
 
-/// The average RTT in milliseconds of `count` pings from `ns` to `ip`.
+/// The average RTT in milliseconds of `count` pings from `ns` to `ip`, 50 ms apart: long
+/// enough for the CPUs to go idle between pings, as they do between a user's packets.
 pub fn ping_ms(ns: &Netns, ip: &str, count: u32) -> Result<f64> {
-    let out = ns.exec(&["ping", "-q", "-n", "-i", "0.2", "-c", &count.to_string(), ip]);
+    let out = ns.exec(&["ping", "-q", "-n", "-i", "0.05", "-c", &count.to_string(), ip]);
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()

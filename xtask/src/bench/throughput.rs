@@ -10,8 +10,8 @@
 //!   bridge and two NATs), as most users meet it;
 //! - **relayed**: behind symmetric NATs, through the signal server's TURN relay.
 //!
-//! All six are set up side by side and measured in turn, [`Plan::rounds`] times; each
-//! figure is the median of its rounds.
+//! All six are set up side by side and measured in turn: iperf3 [`Plan::rounds`] times,
+//! then ping [`Plan::ping_rounds`] times; each figure is the median of its rounds.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,12 +22,21 @@ use trellis_e2e::{veth, Netns, Process};
 
 use super::{cpu_percent_during, gbits, iperf, name, pid_in, ping_ms, rss_bytes, wait_until, Plan, Row};
 
+/// One round of iperf3.
+#[derive(Debug, Clone)]
+struct Throughput {
+    forward_bps: f64,
+    reverse_bps: f64,
+}
+
 /// One implementation's figures.
 #[derive(Debug, Clone)]
 pub struct Figures {
     pub forward_bps: f64,
     pub reverse_bps: f64,
     pub rtt_ms: f64,
+    /// Each RTT round's average, in the order of the rounds.
+    pub rtt_rounds_ms: Vec<f64>,
 }
 
 /// Trellis direct, with what the helpers used while carrying it (medians over the rounds).
@@ -105,7 +114,7 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
             load_cpu_percent: 0.0,
         });
     }
-    let mut samples: Vec<Vec<Figures>> = pairs.iter().map(|_| Vec::new()).collect();
+    let mut samples: Vec<Vec<Throughput>> = pairs.iter().map(|_| Vec::new()).collect();
     let mut errors: Vec<Option<String>> =
         pairs.iter().map(|(_, p)| p.as_ref().err().map(|e| format!("{e:#}"))).collect();
     let mut load_cpu = Vec::new();
@@ -116,7 +125,7 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
                 continue;
             }
             println!("    round {round}/{}: {label}", plan.rounds);
-            match measure_pair(plan, pair) {
+            match measure_throughput(plan, pair) {
                 Ok((figures, cpu)) => {
                     if *label == "Trellis direct" {
                         load_cpu.push(cpu);
@@ -127,13 +136,29 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
             }
         }
     }
+    let mut rtts: Vec<Vec<f64>> = pairs.iter().map(|_| Vec::new()).collect();
+    println!("    RTT: {} rounds of {} pings each", plan.ping_rounds, plan.pings);
+    for _ in 0..plan.ping_rounds {
+        for (i, (_, pair)) in pairs.iter().enumerate() {
+            let Ok(pair) = pair else { continue };
+            if errors[i].is_some() {
+                continue;
+            }
+            let (client, _) = pair.ends();
+            match ping_ms(client, &pair.server_ip, plan.pings) {
+                Ok(ms) => rtts[i].push(ms),
+                Err(e) => errors[i] = Some(format!("{e:#}")),
+            }
+        }
+    }
     drop(pairs);
     let results: Vec<Result<Figures, String>> = samples
         .into_iter()
+        .zip(rtts)
         .zip(errors)
-        .map(|(s, e)| match e {
+        .map(|((s, rtt), e)| match e {
             Some(e) => Err(e),
-            None => Ok(median_figures(&s)),
+            None => Ok(median_figures(&s, rtt)),
         })
         .collect();
 
@@ -143,7 +168,12 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
             Ok(f) => {
                 rows.push(Row::figure(format!("{label}: throughput →"), gbits(f.forward_bps)));
                 rows.push(Row::figure(format!("{label}: throughput ←"), gbits(f.reverse_bps)));
-                rows.push(Row::figure(format!("{label}: RTT"), format!("{:.3} ms", f.rtt_ms)));
+                let low = f.rtt_rounds_ms.iter().copied().fold(f64::INFINITY, f64::min);
+                let high = f.rtt_rounds_ms.iter().copied().fold(0.0, f64::max);
+                rows.push(Row::figure(
+                    format!("{label}: RTT"),
+                    format!("{:.3} ms (rounds {low:.3}–{high:.3})", f.rtt_ms),
+                ));
             }
             Err(e) => rows.push(Row::not_measured(*label, e)),
         }
@@ -176,7 +206,8 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
                     t.forward_bps >= w.forward_bps && t.reverse_bps >= w.reverse_bps,
                 ),
         );
-        rows.push(Row::figure("Trellis direct / wireguard-go: RTT", ratio(t.rtt_ms, w.rtt_ms)));
+        let rtt = rtt_ratio(t, w);
+        rows.push(Row::figure("Trellis direct / wireguard-go: RTT", format!("{rtt:.2}×")));
     } else {
         rows.push(Row::not_measured("Trellis direct / wireguard-go", "a side above was not measured"));
     }
@@ -189,9 +220,10 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
             "Trellis direct / boringtun-cli: throughput ←",
             ratio(t.reverse_bps, b.reverse_bps),
         ));
+        let rtt = rtt_ratio(t, b);
         rows.push(
-            Row::figure("Trellis direct / boringtun-cli: RTT", ratio(t.rtt_ms, b.rtt_ms))
-                .floor("≤ 1.20×", t.rtt_ms <= 1.2 * b.rtt_ms),
+            Row::figure("Trellis direct / boringtun-cli: RTT", format!("{rtt:.2}×"))
+                .floor("≤ 1.20×", rtt <= 1.2),
         );
     } else {
         rows.push(Row::not_measured("Trellis direct / boringtun-cli", "a side above was not measured"));
@@ -199,28 +231,37 @@ pub fn run(plan: &Plan, boringtun: &Path) -> Result<Output> {
     Ok(Output { rows, direct: direct_stats })
 }
 
+/// How much longer `a`'s RTT is than `b`'s: the median of the ratios within each round.
+/// Neighbouring rounds differ by up to 2× on a shared machine, but the two sides of one
+/// round ran a few seconds apart, under the same conditions.
+fn rtt_ratio(a: &Figures, b: &Figures) -> f64 {
+    let mut ratios: Vec<f64> = a.rtt_rounds_ms.iter().zip(&b.rtt_rounds_ms).map(|(x, y)| x / y).collect();
+    super::median(&mut ratios).unwrap_or(a.rtt_ms / b.rtt_ms)
+}
+
 /// The median of each figure over the rounds, taken separately.
-fn median_figures(samples: &[Figures]) -> Figures {
-    let pick = |f: fn(&Figures) -> f64| {
-        let mut v: Vec<f64> = samples.iter().map(f).collect();
+fn median_figures(throughput: &[Throughput], rtt_rounds_ms: Vec<f64>) -> Figures {
+    let pick = |f: fn(&Throughput) -> f64| {
+        let mut v: Vec<f64> = throughput.iter().map(f).collect();
         super::median(&mut v).unwrap_or(0.0)
     };
     Figures {
-        forward_bps: pick(|f| f.forward_bps),
-        reverse_bps: pick(|f| f.reverse_bps),
-        rtt_ms: pick(|f| f.rtt_ms),
+        forward_bps: pick(|t| t.forward_bps),
+        reverse_bps: pick(|t| t.reverse_bps),
+        rtt_ms: super::median(&mut rtt_rounds_ms.clone()).unwrap_or(0.0),
+        rtt_rounds_ms,
     }
 }
 
-/// One round on `pair`; also the helpers' CPU (percent of one core) during the forward run.
-fn measure_pair(plan: &Plan, pair: &Pair) -> Result<(Figures, f64)> {
+/// One round of iperf3 both ways on `pair`; also the helpers' CPU (percent of one core)
+/// during the forward run.
+fn measure_throughput(plan: &Plan, pair: &Pair) -> Result<(Throughput, f64)> {
     let (client, server) = pair.ends();
     let ip = &pair.server_ip;
     let (cpu, forward_bps) =
         cpu_percent_during(&pair.helpers, || iperf(server, client, ip, plan.iperf, false))?;
     let reverse_bps = iperf(server, client, ip, plan.iperf, true)?;
-    let rtt_ms = ping_ms(client, ip, plan.pings)?;
-    Ok((Figures { forward_bps: forward_bps?, reverse_bps, rtt_ms }, cpu))
+    Ok((Throughput { forward_bps: forward_bps?, reverse_bps }, cpu))
 }
 
 fn two_namespaces(tag: &str) -> Vec<Netns> {
@@ -369,4 +410,25 @@ fn trellis(tag: &str, nat: Nat, kind: &str) -> Result<Pair> {
         world: Some(world),
         helpers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtts(rounds: &[f64]) -> Figures {
+        median_figures(&[Throughput { forward_bps: 1.0, reverse_bps: 1.0 }], rounds.to_vec())
+    }
+
+    /// A slow moment that hits both sides of a round cancels out; comparing the two sides'
+    /// medians would not (here: 0.2 / 0.15 = 1.33×).
+    #[test]
+    fn the_rtt_ratio_pairs_the_sides_round_by_round() {
+        let (a, b) = (rtts(&[0.2, 0.1, 0.3]), rtts(&[0.2, 0.05, 0.15]));
+        assert_eq!(a.rtt_ms, 0.2);
+        assert_eq!(b.rtt_ms, 0.15);
+        assert_eq!(a.rtt_rounds_ms, vec![0.2, 0.1, 0.3], "rounds keep their order");
+        assert_eq!(rtt_ratio(&a, &b), 2.0);
+        assert_eq!(rtt_ratio(&b, &a), 0.5);
+    }
 }
