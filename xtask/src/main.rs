@@ -65,6 +65,17 @@ fn run_tests(args: &[String]) -> Result<()> {
     if let Some(extra) = args.first() {
         bail!("`test` takes no arguments, got {extra:?}");
     }
+    // target/ may not exist yet in a clean clone; it is made on the workspace's disk.
+    let target = Some(target_dir()).filter(|dir| dir.exists()).unwrap_or_else(workspace_root);
+    let free_at_start = system::free_space(&target).unwrap_or_else(|| "unknown".into());
+    println!("==> free disk space for {}: {free_at_start}", target.display());
+    run_test_steps().map_err(|err| {
+        let free_now = system::free_space(&target).unwrap_or_else(|| "unknown".into());
+        err.context(format!("free disk space: {free_now} now, {free_at_start} at the start"))
+    })
+}
+
+fn run_test_steps() -> Result<()> {
     let mut packages = system::TEST_PACKAGES.to_vec();
     packages.extend(app::APP_BUILD_PACKAGES);
     packages.extend(app::APP_TEST_PACKAGES);

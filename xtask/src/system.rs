@@ -56,3 +56,15 @@ pub fn require_root_and_tun(what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The free space on the file system holding `path`, as `df -h` prints it ("14G"), or
+/// None if `df` cannot tell. A build that fills the disk fails in the linker with a bare
+/// exit status, so the test task names the free space beside any failure.
+pub fn free_space(path: &std::path::Path) -> Option<String> {
+    let out = Command::new("df").args(["-h", "--output=avail"]).arg(path).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().nth(1).map(|line| line.trim().to_string())
+}
