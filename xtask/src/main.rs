@@ -67,10 +67,10 @@ fn run_tests(args: &[String]) -> Result<()> {
     }
     // target/ may not exist yet in a clean clone; it is made on the workspace's disk.
     let target = Some(target_dir()).filter(|dir| dir.exists()).unwrap_or_else(workspace_root);
-    let free_at_start = system::free_space(&target).unwrap_or_else(|| "unknown".into());
+    let free_at_start = system::free_space(&target);
     println!("==> free disk space for {}: {free_at_start}", target.display());
     run_test_steps().map_err(|err| {
-        let free_now = system::free_space(&target).unwrap_or_else(|| "unknown".into());
+        let free_now = system::free_space(&target);
         err.context(format!("free disk space: {free_now} now, {free_at_start} at the start"))
     })
 }

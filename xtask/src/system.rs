@@ -58,13 +58,25 @@ pub fn require_root_and_tun(what: &str) -> Result<()> {
 }
 
 /// The free space on the file system holding `path`, as `df -h` prints it ("14G"), or
-/// None if `df` cannot tell. A build that fills the disk fails in the linker with a bare
-/// exit status, so the test task names the free space beside any failure.
-pub fn free_space(path: &std::path::Path) -> Option<String> {
-    let out = Command::new("df").args(["-h", "--output=avail"]).arg(path).output().ok()?;
-    if !out.status.success() {
-        return None;
+/// "unknown" if `df` cannot tell. A build that fills the disk fails in the linker with a
+/// bare exit status, so the test task names the free space beside any failure.
+pub fn free_space(path: &std::path::Path) -> String {
+    let out = Command::new("df").args(["-h", "--output=avail"]).arg(path).output();
+    let text = match &out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout),
+        _ => return "unknown".into(),
+    };
+    text.lines().nth(1).map_or_else(|| "unknown".into(), |line| line.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_reads_df_or_says_unknown() {
+        let here = free_space(std::path::Path::new("/"));
+        assert!(here.chars().next().is_some_and(|c| c.is_ascii_digit()), "df's figure, got {here:?}");
+        assert_eq!(free_space(std::path::Path::new("/no/such/dir")), "unknown");
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().nth(1).map(|line| line.trim().to_string())
 }
