@@ -97,6 +97,12 @@ pub(crate) fn wireguard_receiver_index(d: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]))
 }
 
+/// Whether a datagram classified as WireGuard is a transport data message (type 4): the
+/// traffic itself, rather than a handshake or cookie message.
+pub(crate) fn is_wireguard_data(d: &[u8]) -> bool {
+    d.first() == Some(&4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,6 +246,8 @@ pub struct Engine {
     buf: Vec<u8>,
     next_wg_tick: Instant,
     next_purge: Instant,
+    /// The relay client's deadline as of the last time it was polled.
+    relay_deadline: Option<Instant>,
     timeout: Option<Instant>,
 }
 
@@ -284,6 +286,7 @@ impl Engine {
             buf: vec![0; BUF_LEN],
             next_wg_tick: now + WG_TIMER_TICK,
             next_purge: now + STUN_OWNER_TTL,
+            relay_deadline: None,
             timeout: None,
         }
     }
@@ -296,7 +299,10 @@ impl Engine {
     /// Borrows the peers and everything a peer operation needs, separately.
     fn parts(&mut self, now: Instant) -> (&mut BTreeMap<PublicKey, Peer>, Ctx<'_>) {
         let Engine { my_ip, host_addrs, locals, relay, out, stun_owners, buf, peers, .. } = self;
-        (peers, Ctx { now, my_ip: *my_ip, host_addrs, locals, relay, out, stun_owners, buf })
+        (
+            peers,
+            Ctx { now, my_ip: *my_ip, host_addrs, locals, relay, out, stun_owners, buf, relay_used: false },
+        )
     }
 
     /// Sets, replaces or (with `None`) removes the relay server. Calling it again for the same
@@ -468,7 +474,11 @@ impl Engine {
                 }
             }
             Kind::Stun => self.route_stun(local, from, packet, now),
-            Kind::WireGuard => self.route_wireguard(local, from, packet, now),
+            Kind::WireGuard => {
+                let relay_used = self.route_wireguard(local, from, packet, now);
+                self.finish_with(now, relay_used);
+                return;
+            }
             Kind::ChannelData | Kind::Unknown => {
                 tracing::trace!(%from, len = packet.len(), "unknown datagram dropped")
             }
@@ -493,8 +503,9 @@ impl Engine {
     }
 
     /// A WireGuard datagram: the receiver index names our `Tunn`; a handshake initiation
-    /// names none, so its sender's static key is decrypted to find the peer.
-    fn route_wireguard(&mut self, local: SocketAddr, from: SocketAddr, packet: &[u8], now: Instant) {
+    /// names none, so its sender's static key is decrypted to find the peer. Returns
+    /// whether anything was sent through the relay client.
+    fn route_wireguard(&mut self, local: SocketAddr, from: SocketAddr, packet: &[u8], now: Instant) -> bool {
         let owner = match wireguard_receiver_index(packet) {
             Some(index) => self.by_index.get(&(index >> 8)).copied(),
             None => match Tunn::parse_incoming_packet(packet) {
@@ -509,6 +520,7 @@ impl Engine {
             Some(peer) => peer.handle_wireguard(local, from, packet, &mut ctx),
             None => tracing::debug!(%from, "WireGuard datagram for no peer of ours dropped"),
         }
+        ctx.relay_used
     }
 
     /// An IPv4 packet read from the TUN: encrypted for the peer owning its destination.
@@ -526,7 +538,8 @@ impl Engine {
         if let Some(peer) = peers.get_mut(&key) {
             peer.send_ip(packet, &mut ctx);
         }
-        self.finish(now);
+        let relay_used = ctx.relay_used;
+        self.finish_with(now, relay_used);
     }
 
     /// A signal message from peer `from`, out of an opened sealed envelope.
@@ -580,7 +593,13 @@ impl Engine {
 
     /// Processes what the relay client produced, then recomputes the timeout.
     fn finish(&mut self, now: Instant) {
-        while let Some(relay) = self.relay.as_mut() {
+        self.finish_with(now, true);
+    }
+
+    /// [`Engine::finish`], where the data path may skip the relay client: a datagram that
+    /// went neither in nor out through it left it as it was, and its deadline with it.
+    fn finish_with(&mut self, now: Instant, poll_relay: bool) {
+        while let Some(relay) = self.relay.as_mut().filter(|_| poll_relay) {
             let mut progress = false;
             while let Some(t) = relay.poll_transmit() {
                 progress = true;
@@ -594,7 +613,10 @@ impl Engine {
                 break;
             }
         }
-        let relay = self.relay.as_mut().and_then(RelayClient::poll_timeout);
+        if poll_relay {
+            self.relay_deadline = self.relay.as_mut().and_then(RelayClient::poll_timeout);
+        }
+        let relay = self.relay_deadline;
         let peers = self.peers.values().filter_map(|p| p.deadline).min();
         let tick = (!self.peers.is_empty()).then_some(self.next_wg_tick);
         let purge = (!self.stun_owners.is_empty()).then_some(self.next_purge);
@@ -621,7 +643,10 @@ impl Engine {
                 // the local candidate it arrived on.
                 match classify(&data) {
                     Kind::Stun => self.route_stun(relayed, peer, &data, now),
-                    Kind::WireGuard => self.route_wireguard(relayed, peer, &data, now),
+                    Kind::WireGuard => {
+                        // Inside the relay loop, which polls the relay client again anyway.
+                        let _relay_used = self.route_wireguard(relayed, peer, &data, now);
+                    }
                     _ => tracing::trace!(%peer, "unknown relayed datagram dropped"),
                 }
             }

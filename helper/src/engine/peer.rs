@@ -14,7 +14,7 @@ use trellis_protocol::ipc::{CandidateKind, PathKind, PeerState};
 use trellis_protocol::peer::PeerSignal;
 use trellis_protocol::{OverlayIp, PublicKey};
 
-use super::demux::{stun_class, stun_transaction_id, StunClass};
+use super::demux::{is_wireguard_data, stun_class, stun_transaction_id, StunClass};
 use super::ice::{IceEvent, IceState, LocalCandidate, PathAgent, SelectedPath};
 use super::icmp::Echo;
 use super::relay::RelayClient;
@@ -26,6 +26,11 @@ const PERSISTENT_KEEPALIVE_SECS: u16 = 25;
 /// No authenticated WireGuard packet from the peer for this long, although both sides send
 /// a keepalive every 25 s: the path or the session is dead. Two keepalives plus slack.
 const WG_STALE: Duration = Duration::from_secs(60);
+/// How often the ICE agent hears of WireGuard traffic on a pair, at most. It reports
+/// Disconnected after 5 s without any (see [`DISCONNECTED_GRACE`]), so once a second
+/// keeps it informed; telling it of every datagram cost each packet a search through its
+/// candidate pairs.
+const ICE_TRAFFIC_NOTICE: Duration = Duration::from_secs(1);
 /// ICE reports Disconnected after 5 s without traffic on the selected pair; if it has not
 /// recovered 2 s later, ICE is restarted rather than waiting 25 s more for Failed.
 const DISCONNECTED_GRACE: Duration = Duration::from_secs(2);
@@ -73,6 +78,8 @@ pub(crate) struct Ctx<'a> {
     pub stun_owners: &'a mut HashMap<[u8; 12], (PublicKey, Instant)>,
     /// Scratch space for boringtun (at least the largest datagram + 32 bytes).
     pub buf: &'a mut [u8],
+    /// Whether a datagram went through the relay client in this operation.
+    pub relay_used: bool,
 }
 
 impl Ctx<'_> {
@@ -81,6 +88,7 @@ impl Ctx<'_> {
     fn send(&mut self, local: SocketAddr, dst: SocketAddr, payload: &[u8]) {
         if let Some(relay) = self.relay.as_mut().filter(|r| r.relayed() == Some(local)) {
             relay.send_to(self.now, dst, payload);
+            self.relay_used = true;
         } else if self.host_addrs.contains(&local) {
             let payload = self.out.copy_of(payload);
             self.out.transmits.push_back(Transmit { dst, payload });
@@ -125,6 +133,9 @@ pub(crate) struct Peer {
     /// (local, remote) of the last authenticated WireGuard datagram: the way back before ICE
     /// selected a path on our side.
     last_source: Option<(SocketAddr, SocketAddr)>,
+    /// When the ICE agent last heard of WireGuard traffic, and on which (local, remote)
+    /// pair (see [`ICE_TRAFFIC_NOTICE`]).
+    ice_told_of_traffic: Option<(Instant, SocketAddr, SocketAddr)>,
     state: PeerState,
     restart_at: Option<Instant>,
     restart_backoff: Duration,
@@ -200,6 +211,7 @@ impl Peer {
             path: None,
             wg_path: None,
             last_source: None,
+            ice_told_of_traffic: None,
             state: PeerState::Offline,
             restart_at: None,
             restart_backoff: RESTART_BACKOFF_MIN,
@@ -315,6 +327,8 @@ impl Peer {
         self.remote = None;
         self.restart_at = None;
         self.probe_at = None;
+        // The new session's agent hears of the traffic on the next datagram.
+        self.ice_told_of_traffic = None;
         self.send_session(ctx);
     }
 
@@ -489,9 +503,20 @@ impl Peer {
         data: &[u8],
         ctx: &mut Ctx<'_>,
     ) {
-        let _span = self.span.clone().entered();
+        // The data path (transport data on a pair the agent heard of lately) touches neither
+        // the ICE agent nor the peer's tracing span: each costs a packet as much as the
+        // decryption, mostly in cache misses after the helper sat idle. Its few log lines
+        // name the peer themselves.
         let now = ctx.now;
-        self.ice.saw_traffic(now, local, from);
+        let agent_knows = self.ice_told_of_traffic.is_some_and(|(at, l, f)| {
+            (l, f) == (local, from) && now.saturating_duration_since(at) < ICE_TRAFFIC_NOTICE
+        });
+        let data_path = agent_knows && is_wireguard_data(data);
+        let _span = (!data_path).then(|| self.span.clone().entered());
+        if !agent_knows {
+            self.ice.saw_traffic(now, local, from);
+            self.ice_told_of_traffic = Some((now, local, from));
+        }
         let mut authentic = false;
         // boringtun writes into the scratch buffer; it is taken out of `ctx` for the loop
         // so that each result can be sent or delivered straight from it, without a copy
@@ -516,7 +541,7 @@ impl Peer {
                 }
                 TunnResult::WriteToTunnelV6(_, src) => {
                     authentic = true;
-                    tracing::debug!(%src, "IPv6 packet dropped: the peer's allowed IP is its IPv4 /32");
+                    tracing::debug!(peer = %self.key.short(), %src, "IPv6 packet dropped: the peer's allowed IP is its IPv4 /32");
                     break;
                 }
                 TunnResult::Done => {
@@ -524,7 +549,7 @@ impl Peer {
                     break;
                 }
                 TunnResult::Err(e) => {
-                    tracing::debug!(%from, error = ?e, "WireGuard datagram dropped");
+                    tracing::debug!(peer = %self.key.short(), %from, error = ?e, "WireGuard datagram dropped");
                     break;
                 }
             }
@@ -537,12 +562,17 @@ impl Peer {
                 self.wg_deadline = Some(now + WG_STALE);
             }
         }
-        self.flush(ctx);
+        if data_path {
+            // Nothing reached the agent: only our own deadlines can have moved.
+            self.refresh_deadline();
+        } else {
+            self.flush(ctx);
+        }
     }
 
     fn deliver(&mut self, packet: &[u8], src: Ipv4Addr, ctx: &mut Ctx<'_>) {
         if src != self.ip.0 {
-            tracing::debug!(%src, "packet dropped: its source is not the peer's address");
+            tracing::debug!(peer = %self.key.short(), %src, "packet dropped: its source is not the peer's address");
             return;
         }
         if let Some(echo) = Echo::parse(packet) {
@@ -550,7 +580,7 @@ impl Peer {
                 if let Some(at) = self.pings.iter().position(|(seq, _)| *seq == echo.seq) {
                     let (_, sent) = self.pings.remove(at).unwrap_or((0, ctx.now));
                     let rtt = ctx.now.saturating_duration_since(sent);
-                    tracing::debug!(?rtt, "ping reply");
+                    tracing::debug!(peer = %self.key.short(), ?rtt, "ping reply");
                     self.rtt = Some(rtt);
                     ctx.out.events.push_back(EngineEvent::PingReply { key: self.key, rtt });
                     return;
@@ -562,13 +592,15 @@ impl Peer {
     }
 
     /// An IP packet from the TUN for this peer.
+    /// Without the peer's tracing span, like received data (see `handle_wireguard`).
     pub(crate) fn send_ip(&mut self, packet: &[u8], ctx: &mut Ctx<'_>) {
-        let _span = self.span.clone().entered();
         // Taken out of `ctx` so that the datagram is sent straight from it (see above).
         let buf = std::mem::take(&mut ctx.buf);
         match self.tunn.encapsulate(packet, buf) {
             TunnResult::WriteToNetwork(p) => self.send_wireguard(p, ctx),
-            TunnResult::Err(e) => tracing::debug!(error = ?e, "packet not encrypted"),
+            TunnResult::Err(e) => {
+                tracing::debug!(peer = %self.key.short(), error = ?e, "packet not encrypted")
+            }
             _ => {}
         }
         ctx.buf = buf;
@@ -603,7 +635,7 @@ impl Peer {
             // No way to the peer yet: boringtun keeps the packet queued; the handshake is
             // sent again once ICE has a path.
             self.handshake_wanted = true;
-            tracing::trace!("no path yet: WireGuard datagram dropped");
+            tracing::trace!(peer = %self.key.short(), "no path yet: WireGuard datagram dropped");
         }
     }
 
@@ -692,6 +724,11 @@ impl Peer {
             }
         }
         self.ice_deadline = self.ice.poll_timeout();
+        self.refresh_deadline();
+    }
+
+    /// This peer's next deadline, from the agent's as last polled and our own.
+    fn refresh_deadline(&mut self) {
         self.deadline = earliest([
             self.ice_deadline,
             self.restart_at,
