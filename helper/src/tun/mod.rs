@@ -21,7 +21,13 @@ pub enum TunError {
     Create { name: String, detail: String },
 }
 
+/// On Linux the data plane's own thread polls the device's descriptor (see
+/// `daemon::dataplane::linux`), so it is opened non-blocking and read and written without
+/// async; elsewhere the data plane is a tokio task and the device async.
 pub struct TunDevice {
+    #[cfg(target_os = "linux")]
+    device: tun::Device,
+    #[cfg(not(target_os = "linux"))]
     device: tun::AsyncDevice,
     pub name: String,
 }
@@ -37,16 +43,47 @@ impl TunDevice {
         let mut config = tun::Configuration::default();
         let netmask = Ipv4Addr::from(u32::MAX << (32 - u32::from(range.prefix())));
         config.tun_name(name).address(ip.0).netmask(netmask).mtu(OVERLAY_MTU).up();
+        let failed =
+            |e: &dyn std::fmt::Display| TunError::Create { name: name.to_string(), detail: e.to_string() };
         #[cfg(target_os = "linux")]
-        config.platform_config(|p| {
-            p.ensure_root_privileges(true);
-        });
-        let device = tun::create_as_async(&config)
-            .map_err(|e| TunError::Create { name: name.to_string(), detail: e.to_string() })?;
+        let device = {
+            config.platform_config(|p| {
+                p.ensure_root_privileges(true);
+            });
+            let device = tun::create(&config).map_err(|e| failed(&e))?;
+            device.set_nonblock().map_err(|e| failed(&e))?;
+            device
+        };
+        #[cfg(not(target_os = "linux"))]
+        let device = tun::create_as_async(&config).map_err(|e| failed(&e))?;
         tracing::info!(device = name, %ip, %range, mtu = OVERLAY_MTU, "TUN device up");
         Ok(Self { device, name: name.to_string() })
     }
+}
 
+#[cfg(target_os = "linux")]
+impl TunDevice {
+    /// Reads one packet if one is waiting; `WouldBlock` when none is.
+    pub fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.device.recv(buf)
+    }
+
+    /// Writes one packet. The kernel takes a TUN write at once or fails it; it does not
+    /// make a writer wait.
+    pub fn send(&self, packet: &[u8]) -> std::io::Result<usize> {
+        self.device.send(packet)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl std::os::fd::AsRawFd for TunDevice {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.device.as_raw_fd()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl TunDevice {
     pub async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.device.recv(buf).await
     }

@@ -1,26 +1,45 @@
-//! The data plane: one task that owns the sans-IO [`Engine`], the UDP socket and the
+//! The data plane: one loop that owns the sans-IO [`Engine`], the UDP socket and the
 //! TUN device, feeds the engine from all three and from commands, and drains its
 //! outputs. Everything else talks to it through [`Dataplane`].
+//!
+//! On Linux ([`linux`]) the loop is a thread of its own around one `epoll` (mio), with
+//! no async runtime between a packet and the engine: after an idle moment every packet
+//! pays for each cache line and page its way touches, and a runtime's scheduler, timer
+//! wheel and wakers are many of them (docs/PERFORMANCE.md). Elsewhere ([`portable`]) it
+//! is a tokio task.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use trellis_protocol::peer::PeerSignal;
 use trellis_protocol::{OverlayIp, OverlayNet, PublicKey};
 use x25519_dalek::StaticSecret;
 
 use super::udp::Udp;
-use crate::engine::{Engine, EngineConfig, EngineEvent, PeerConfig, PeerStatus, RelayServer, Transmit};
+use crate::engine::{Engine, EngineConfig, EngineEvent, PeerConfig, PeerStatus, RelayServer};
 use crate::tun::TunDevice;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(not(target_os = "linux"))]
+mod portable;
+
+#[cfg(target_os = "linux")]
+use linux as platform;
+#[cfg(not(target_os = "linux"))]
+use portable as platform;
 
 /// Largest packet read from the TUN at once (jumbo-safe).
 const BUFFER_BYTES: usize = 65536;
 /// When the engine asks for no wake-up, look again after this long anyway.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+/// Most TUN packets read in one wake-up before the datagrams they became are sent: more
+/// than a GSO batch holds (64 KiB of 1452-byte datagrams is 44), so a burst leaves in
+/// one send, and few enough that UDP input and timers wait at most a few hundred µs.
+const TUN_BATCH: usize = 64;
+/// Most `recvmmsg` calls in one wake-up before the TUN and timers get their turn.
+const UDP_BATCHES: usize = 4;
 
 #[derive(Debug)]
 pub enum Command {
@@ -62,27 +81,31 @@ impl std::fmt::Debug for DataplaneConfig {
 
 #[derive(Debug)]
 pub struct Dataplane {
+    /// Dropped before `runner`, which then stops the loop and waits for it: the loop
+    /// drops the TUN device, which removes the interface.
     commands: mpsc::Sender<Command>,
-    task: JoinHandle<()>,
+    runner: platform::Runner,
     pub my_ip: OverlayIp,
     pub port: u16,
 }
 
-impl Drop for Dataplane {
-    fn drop(&mut self) {
-        // Dropping the task drops the TUN device, which removes the interface.
-        self.task.abort();
-    }
+/// What the loop owns.
+struct Parts {
+    engine: Engine,
+    udp: Udp,
+    tun: TunDevice,
+    host_addrs: Vec<SocketAddr>,
+    commands: mpsc::Receiver<Command>,
+    outputs: mpsc::Sender<Output>,
 }
 
 impl Dataplane {
     pub async fn start(config: DataplaneConfig, outputs: mpsc::Sender<Output>) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, config.port))
+        let udp = platform::open_udp(config.port)
             .await
             .with_context(|| format!("cannot open UDP port {}", config.port))?;
         let port = udp.local_addr()?.port();
-        let udp = Udp::new(udp).context("cannot set up the UDP socket for batched IO")?;
         let host_addrs = host_addresses(port, config.range);
         let tun = TunDevice::create(&config.tun_name, config.my_ip, config.range)?;
         tracing::info!(port, candidates = ?host_addrs, "data plane up");
@@ -91,18 +114,48 @@ impl Dataplane {
             Instant::now(),
         );
         let (commands, command_rx) = mpsc::channel(256);
-        let task = tokio::spawn(run(engine, udp, tun, host_addrs, command_rx, outputs));
-        Ok(Self { commands, task, my_ip: config.my_ip, port })
+        let parts = Parts { engine, udp, tun, host_addrs, commands: command_rx, outputs };
+        let runner = platform::Runner::spawn(parts).context("cannot start the data plane")?;
+        Ok(Self { commands, runner, my_ip: config.my_ip, port })
     }
 
     pub async fn send(&self, command: Command) {
-        let _ = self.commands.send(command).await;
+        if self.commands.send(command).await.is_ok() {
+            self.runner.nudge();
+        }
     }
 
     pub async fn peers(&self) -> Vec<PeerStatus> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Peers(tx)).await;
         rx.await.unwrap_or_default()
+    }
+}
+
+/// Carries out a command from the daemon.
+fn apply(engine: &mut Engine, command: Command, now: Instant) {
+    match command {
+        Command::SetPeers(peers) => engine.set_peers(&peers, now),
+        Command::SetRelay(relay) => engine.set_relay(relay, now),
+        Command::Signal(from, signal) => engine.handle_signal(from, signal, now),
+        Command::Ping(peer, reply) => {
+            let _ = reply.send(engine.ping(&peer, now).map_err(|e| e.to_string()));
+        }
+        Command::Peers(reply) => {
+            let _ = reply.send(engine.peers(now));
+        }
+    }
+}
+
+/// Hands the engine's signals and events to the daemon, without waiting for it.
+fn forward(engine: &mut Engine, outputs: &mpsc::Sender<Output>) {
+    while let Some((peer, signal)) = engine.poll_signal() {
+        if outputs.try_send(Output::Signal(peer, signal)).is_err() {
+            tracing::warn!(peer = %peer.short(), "signal queue full; ICE will retry");
+        }
+    }
+    while let Some(event) = engine.poll_event() {
+        let _ = outputs.try_send(Output::Event(event));
     }
 }
 
@@ -137,128 +190,6 @@ fn local_for(host_addrs: &[SocketAddr], from: SocketAddr, port: u16) -> SocketAd
         .max_by_key(|a| common(a))
         .copied()
         .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
-}
-
-/// Most TUN packets read in one wake-up before the datagrams they became are sent: more
-/// than a GSO batch holds (64 KiB of 1452-byte datagrams is 44), so a burst leaves in
-/// one send, and few enough that UDP input and timers wait at most a few hundred µs.
-const TUN_BATCH: usize = 64;
-/// Most `recvmmsg` calls in one wake-up before the TUN and timers get their turn.
-const UDP_BATCHES: usize = 4;
-
-async fn run(
-    mut engine: Engine,
-    mut udp: Udp,
-    tun: TunDevice,
-    host_addrs: Vec<SocketAddr>,
-    mut commands: mpsc::Receiver<Command>,
-    outputs: mpsc::Sender<Output>,
-) {
-    let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
-    let mut tun_buf = vec![0u8; BUFFER_BYTES];
-    let mut transmits: Vec<Transmit> = Vec::new();
-    // One timer, moved only when the engine's deadline moves: a fresh `sleep_until` per
-    // wake-up would register and cancel a timer for every packet.
-    let sleep = tokio::time::sleep_until(tokio::time::Instant::now() + IDLE_WAKE);
-    tokio::pin!(sleep);
-    loop {
-        let wake = match engine.poll_timeout() {
-            Some(at) => tokio::time::Instant::from_std(at),
-            // Nothing due: the idle wake-up already set stands, rather than moving on
-            // every wake-up.
-            None if sleep.deadline() > tokio::time::Instant::now() => sleep.deadline(),
-            None => tokio::time::Instant::now() + IDLE_WAKE,
-        };
-        if sleep.deadline() != wake {
-            sleep.as_mut().reset(wake);
-        }
-        tokio::select! {
-            ready = udp.readable() => match ready {
-                Ok(()) => {
-                    for _ in 0..UDP_BATCHES {
-                        let now = Instant::now();
-                        let read = udp.try_recv_batch(|from, datagram| {
-                            engine.handle_datagram(local_for(&host_addrs, from, port), from, datagram, now);
-                        });
-                        match read {
-                            Ok(0) => break,
-                            // Written out before the next batch is read: one batch can hold
-                            // hundreds of packets (GRO), and their buffers go back to the
-                            // engine's spares only once written.
-                            Ok(_) => drain(&mut engine, &mut udp, &tun, &mut transmits).await,
-                            Err(e) => {
-                                tracing::debug!(error = %e, "UDP receive failed");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
-            },
-            read = tun.recv(&mut tun_buf) => match read {
-                Ok(n) => {
-                    let now = Instant::now();
-                    engine.handle_tun_packet(&tun_buf[..n], now);
-                    // Whatever else is already queued, without waiting: encrypted together,
-                    // the packets leave as one batch below. An error is left for the next
-                    // `recv` above to report.
-                    for _ in 1..TUN_BATCH {
-                        match tun.recv(&mut tun_buf).now_or_never() {
-                            Some(Ok(n)) => engine.handle_tun_packet(&tun_buf[..n], now),
-                            Some(Err(_)) | None => break,
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the TUN device failed; stopping the data plane");
-                    return;
-                }
-            },
-            command = commands.recv() => {
-                let now = Instant::now();
-                match command {
-                    None => return,
-                    Some(Command::SetPeers(peers)) => engine.set_peers(&peers, now),
-                    Some(Command::SetRelay(relay)) => engine.set_relay(relay, now),
-                    Some(Command::Signal(from, signal)) => engine.handle_signal(from, signal, now),
-                    Some(Command::Ping(peer, reply)) => {
-                        let _ = reply.send(engine.ping(&peer, now).map_err(|e| e.to_string()));
-                    }
-                    Some(Command::Peers(reply)) => { let _ = reply.send(engine.peers(now)); }
-                }
-            }
-            _ = &mut sleep => {
-                engine.handle_timeout(Instant::now());
-            }
-        }
-        drain(&mut engine, &mut udp, &tun, &mut transmits).await;
-        while let Some((peer, signal)) = engine.poll_signal() {
-            if outputs.try_send(Output::Signal(peer, signal)).is_err() {
-                tracing::warn!(peer = %peer.short(), "signal queue full; ICE will retry");
-            }
-        }
-        while let Some(event) = engine.poll_event() {
-            let _ = outputs.try_send(Output::Event(event));
-        }
-    }
-}
-
-/// Sends the engine's datagrams (in one batch, so that runs leave with GSO) and writes its
-/// decrypted packets to the TUN, handing every buffer back to the engine for reuse.
-async fn drain(engine: &mut Engine, udp: &mut Udp, tun: &TunDevice, transmits: &mut Vec<Transmit>) {
-    transmits.extend(std::iter::from_fn(|| engine.poll_transmit()));
-    if !transmits.is_empty() {
-        udp.send_batch(transmits).await;
-        for t in transmits.drain(..) {
-            engine.recycle(t.payload);
-        }
-    }
-    while let Some(packet) = engine.poll_tun_packet() {
-        if let Err(e) = tun.send(&packet).await {
-            tracing::debug!(error = %e, "TUN write failed");
-        }
-        engine.recycle(packet);
-    }
 }
 
 #[cfg(test)]

@@ -11,9 +11,9 @@
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 
+use std::net::UdpSocket;
+
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use super::MAX_DATAGRAM;
 use crate::engine::Transmit;
@@ -46,7 +46,10 @@ impl std::fmt::Debug for Udp {
 }
 
 impl Udp {
+    /// Takes over `socket` and makes it non-blocking: the data plane's thread polls it
+    /// (see `daemon::dataplane::linux`).
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         allow_fragmentation(&socket)?;
         tracing::debug!(
@@ -68,11 +71,6 @@ impl Udp {
         self.socket.local_addr()
     }
 
-    /// Waits until datagrams may be waiting (it can be a false alarm).
-    pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
-    }
-
     /// Reads what is waiting, up to one `recvmmsg`, without waiting, and calls `each` for
     /// every datagram in arrival order (a GRO buffer is split at its stride). Returns
     /// how many datagrams were read.
@@ -81,9 +79,7 @@ impl Udp {
         let mut chunks = recv.chunks_mut(MAX_DATAGRAM);
         let mut bufs: [IoSliceMut<'_>; RECV_BUFFERS] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        let received = match socket
-            .try_io(Interest::READABLE, || state.recv(UdpSockRef::from(&*socket), &mut bufs, meta))
-        {
+        let received = match state.recv(UdpSockRef::from(&*socket), &mut bufs, meta) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
@@ -101,8 +97,9 @@ impl Udp {
 
     /// Sends the datagrams in order: each run of equal-sized datagrams to one destination
     /// (the last of a run may be shorter) leaves in one GSO send. A failed send is logged
-    /// and its datagrams dropped, like a lost packet.
-    pub async fn send_batch(&mut self, transmits: &[Transmit]) {
+    /// and its datagrams dropped, like a lost packet. A full send buffer makes it wait for
+    /// room, as a blocking socket would, rather than drop what does not fit.
+    pub fn send_batch(&mut self, transmits: &[Transmit]) {
         let max_segments = self.state.max_gso_segments().max(1);
         let mut rest = transmits;
         while let Some(first) = rest.first() {
@@ -140,10 +137,7 @@ impl Udp {
                 segment_size: (count > 1).then_some(size),
                 src_ip: None,
             };
-            let (socket, state) = (&self.socket, &self.state);
-            let sent = socket
-                .async_io(Interest::WRITABLE, || state.try_send(UdpSockRef::from(socket), &transmit))
-                .await;
+            let sent = self.send_waiting(&transmit);
             match sent {
                 Ok(()) => {}
                 // A GSO send the kernel or a driver refuses (a segment wider than the
@@ -159,12 +153,7 @@ impl Udp {
                             segment_size: None,
                             src_ip: None,
                         };
-                        let sent = socket
-                            .async_io(Interest::WRITABLE, || {
-                                state.try_send(UdpSockRef::from(socket), &single)
-                            })
-                            .await;
-                        if let Err(e) = sent {
+                        if let Err(e) = self.send_waiting(&single) {
                             tracing::debug!(dst = %t.dst, error = %e, "UDP send failed");
                         }
                     }
@@ -172,6 +161,27 @@ impl Udp {
                 Err(e) => tracing::debug!(dst = %first.dst, error = %e, "UDP send failed"),
             }
         }
+    }
+    /// One `sendmsg`; when the send buffer is full, the same call again on the socket
+    /// made blocking for it. Waiting in the kernel needs no second registration with the
+    /// data plane's poll, and the buffer drains onto the wire within microseconds.
+    fn send_waiting(&self, transmit: &quinn_udp::Transmit<'_>) -> io::Result<()> {
+        let send = || self.state.try_send(UdpSockRef::from(&self.socket), transmit);
+        match send() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.socket.set_nonblocking(false)?;
+                let sent = send();
+                self.socket.set_nonblocking(true)?;
+                sent
+            }
+            sent => sent,
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for Udp {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
     }
 }
 
@@ -202,7 +212,63 @@ fn allow_fragmentation(socket: &UdpSocket) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use mio::unix::SourceFd;
+    use mio::{Events, Poll, Token};
+
     use super::*;
+
+    /// Many datagrams out in one batch (runs of one size to one destination, then a
+    /// shorter one, then another destination) arrive intact and in order: whatever the
+    /// kernel coalesces on the way (GSO, GRO), the receiver sees the same datagrams.
+    #[test]
+    fn a_batch_arrives_as_the_same_datagrams_in_order() {
+        let bind = || Udp::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()).unwrap();
+        let mut sender = bind();
+        let mut receivers = [bind(), bind()];
+        let dsts: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().unwrap()).collect();
+        let mut batch = Vec::new();
+        let mut expected = [Vec::new(), Vec::new()];
+        for i in 0..100u32 {
+            let to = usize::from(i % 40 == 39);
+            let len = if i % 17 == 16 { 300 } else { 1452 };
+            let mut payload = vec![(i % 251) as u8; len];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            expected[to].push(payload.clone());
+            batch.push(Transmit { dst: dsts[to], payload });
+        }
+        sender.send_batch(&batch);
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(4);
+        for (i, (r, want)) in receivers.iter_mut().zip(expected).enumerate() {
+            poll.registry()
+                .register(&mut SourceFd(&r.as_raw_fd()), Token(i), mio::Interest::READABLE)
+                .unwrap();
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            while got.len() < want.len() {
+                let read = r
+                    .try_recv_batch(|from, d| {
+                        assert_eq!(from, sender.local_addr().unwrap());
+                        got.push(d.to_vec());
+                    })
+                    .unwrap();
+                if read == 0 {
+                    // Edge-triggered: waited on only once a read found nothing.
+                    poll.poll(&mut events, Some(Duration::from_secs(10))).unwrap();
+                    assert!(
+                        !events.is_empty(),
+                        "receiver {i}: {} of {} datagrams after 10 s",
+                        got.len(),
+                        want.len()
+                    );
+                }
+            }
+            assert_eq!(got, want);
+        }
+    }
 
     /// What `IP_MTU_DISCOVER` the socket has now.
     #[allow(unsafe_code)]
@@ -224,9 +290,9 @@ mod tests {
         value
     }
 
-    #[tokio::test]
-    async fn datagrams_may_be_fragmented_on_a_narrow_path() {
-        let socket = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    #[test]
+    fn datagrams_may_be_fragmented_on_a_narrow_path() {
+        let socket = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
         let udp = Udp::new(socket).unwrap();
         assert_eq!(
             mtu_discover(&udp.socket),

@@ -50,3 +50,50 @@ impl Udp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::engine::Transmit;
+
+    /// A batch arrives intact and in order (the Linux twin of this test, in `linux.rs`,
+    /// also crosses GSO and GRO). Small enough to fit a receive buffer, since one datagram
+    /// per call gives the receiver no chance to read before the batch is out.
+    #[tokio::test]
+    async fn a_batch_arrives_as_the_same_datagrams_in_order() {
+        let bind = |port| tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port));
+        let mut sender = Udp::new(bind(0).await.unwrap()).unwrap();
+        let receivers = [bind(0).await.unwrap(), bind(0).await.unwrap()];
+        let dsts: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().unwrap()).collect();
+        let mut receivers = receivers.map(|r| Udp::new(r).unwrap());
+        let mut batch = Vec::new();
+        let mut expected = [Vec::new(), Vec::new()];
+        for i in 0..20u32 {
+            let to = usize::from(i % 8 == 7);
+            let len = if i % 5 == 4 { 300 } else { 1452 };
+            let mut payload = vec![(i % 251) as u8; len];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            expected[to].push(payload.clone());
+            batch.push(Transmit { dst: dsts[to], payload });
+        }
+        sender.send_batch(&batch).await;
+        for (r, want) in receivers.iter_mut().zip(expected) {
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let receive = async {
+                while got.len() < want.len() {
+                    r.readable().await.unwrap();
+                    r.try_recv_batch(|from, d| {
+                        assert_eq!(from, sender.local_addr().unwrap());
+                        got.push(d.to_vec());
+                    })
+                    .unwrap();
+                }
+            };
+            let arrived = tokio::time::timeout(std::time::Duration::from_secs(10), receive).await;
+            assert!(arrived.is_ok(), "{} of {} datagrams after 10 s", got.len(), want.len());
+            assert_eq!(got, want);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The data plane on Linux: a thread of its own, waiting in one `epoll` (mio) on the UDP
+//! socket, the TUN device and a waker for commands, with the engine's next deadline as
+//! the timeout. A packet's way is `epoll_wait`, a read, the engine, a write: no runtime
+//! scheduler, timer wheel or task waker on it, which is most of what a packet touched
+//! besides the engine and the crypto (docs/PERFORMANCE.md, "A data plane thread").
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::mpsc::error::TryRecvError;
+
+use super::{apply, forward, local_for, Parts, BUFFER_BYTES, IDLE_WAKE, TUN_BATCH, UDP_BATCHES};
+use crate::daemon::udp::Udp;
+use crate::engine::{Engine, Transmit};
+use crate::tun::TunDevice;
+
+const UDP: Token = Token(0);
+const TUN: Token = Token(1);
+const WAKE: Token = Token(2);
+
+pub(super) async fn open_udp(port: u16) -> io::Result<Udp> {
+    Udp::new(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port))?)
+}
+
+/// The loop's thread. Dropping it stops the thread and waits for it, so that the TUN
+/// device is gone when the drop returns.
+#[derive(Debug)]
+pub(super) struct Runner {
+    waker: Waker,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Runner {
+    pub(super) fn spawn(parts: Parts) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let registry = poll.registry();
+        registry.register(&mut SourceFd(&parts.udp.as_raw_fd()), UDP, Interest::READABLE)?;
+        registry.register(&mut SourceFd(&parts.tun.as_raw_fd()), TUN, Interest::READABLE)?;
+        let waker = Waker::new(registry, WAKE)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new().name("trellis-dataplane".into()).spawn({
+            let stop = Arc::clone(&stop);
+            move || run(poll, parts, &stop)
+        })?;
+        Ok(Self { waker, stop, thread: Some(thread) })
+    }
+
+    /// Wakes the loop to read the commands sent to it.
+    pub(super) fn nudge(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!(error = %e, "cannot wake the data plane");
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.nudge();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the data plane thread panicked");
+            }
+        }
+    }
+}
+
+fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
+    let Parts { mut engine, mut udp, tun, host_addrs, mut commands, outputs } = parts;
+    let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+    let mut events = Events::with_capacity(4);
+    let mut tun_buf = vec![0u8; BUFFER_BYTES];
+    let mut transmits: Vec<Transmit> = Vec::new();
+    // mio's readiness is edge-triggered: a source stays marked ready from its event until
+    // a read finds it empty, and the loop does not sleep while one is.
+    let (mut udp_ready, mut tun_ready) = (false, false);
+    let mut idle_until = Instant::now() + IDLE_WAKE;
+    loop {
+        let now = Instant::now();
+        let wake = engine.poll_timeout().unwrap_or_else(|| {
+            // Nothing due: the idle wake-up already set stands, as in the tokio loop.
+            if idle_until <= now {
+                idle_until = now + IDLE_WAKE;
+            }
+            idle_until
+        });
+        let wait = if udp_ready || tun_ready {
+            std::time::Duration::ZERO
+        } else {
+            wake.saturating_duration_since(now)
+        };
+        match poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for packets; stopping the data plane");
+                return;
+            }
+        }
+        for event in &events {
+            match event.token() {
+                UDP => udp_ready = true,
+                TUN => tun_ready = true,
+                _ => {}
+            }
+        }
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        if udp_ready {
+            udp_ready = read_udp(&mut engine, &mut udp, &tun, &mut transmits, &host_addrs, port);
+        }
+        if tun_ready {
+            match read_tun(&mut engine, &tun, &mut tun_buf) {
+                Ok(more) => tun_ready = more,
+                Err(e) => {
+                    tracing::error!(error = %e, "the TUN device failed; stopping the data plane");
+                    return;
+                }
+            }
+        }
+        loop {
+            match commands.try_recv() {
+                Ok(command) => apply(&mut engine, command, Instant::now()),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        if wake <= now {
+            engine.handle_timeout(now);
+        }
+        drain(&mut engine, &mut udp, &tun, &mut transmits);
+        forward(&mut engine, &outputs);
+    }
+}
+
+/// Reads up to [`UDP_BATCHES`] batches of datagrams into the engine, each written out
+/// before the next is read: one batch can hold hundreds of packets (GRO), and their
+/// buffers go back to the engine's spares only once written. Returns whether more may
+/// be waiting.
+fn read_udp(
+    engine: &mut Engine,
+    udp: &mut Udp,
+    tun: &TunDevice,
+    transmits: &mut Vec<Transmit>,
+    host_addrs: &[SocketAddr],
+    port: u16,
+) -> bool {
+    for _ in 0..UDP_BATCHES {
+        let now = Instant::now();
+        let read = udp.try_recv_batch(|from, datagram| {
+            engine.handle_datagram(local_for(host_addrs, from, port), from, datagram, now);
+        });
+        match read {
+            Ok(0) => return false,
+            Ok(_) => drain(engine, udp, tun, transmits),
+            Err(e) => {
+                // Left for the next datagram's event: a receive error on an unconnected
+                // UDP socket is not sticky.
+                tracing::debug!(error = %e, "UDP receive failed");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Reads up to [`TUN_BATCH`] packets into the engine: encrypted together, they leave as
+/// one batch. Returns whether more may be waiting.
+fn read_tun(engine: &mut Engine, tun: &TunDevice, buf: &mut [u8]) -> io::Result<bool> {
+    let now = Instant::now();
+    for _ in 0..TUN_BATCH {
+        match tun.try_recv(buf) {
+            Ok(n) => engine.handle_tun_packet(&buf[..n], now),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Sends the engine's datagrams (in one batch, so that runs leave with GSO) and writes its
+/// decrypted packets to the TUN, handing every buffer back to the engine for reuse.
+fn drain(engine: &mut Engine, udp: &mut Udp, tun: &TunDevice, transmits: &mut Vec<Transmit>) {
+    transmits.extend(std::iter::from_fn(|| engine.poll_transmit()));
+    if !transmits.is_empty() {
+        udp.send_batch(transmits);
+        for t in transmits.drain(..) {
+            engine.recycle(t.payload);
+        }
+    }
+    while let Some(packet) = engine.poll_tun_packet() {
+        if let Err(e) = tun.send(&packet) {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
+        engine.recycle(packet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::{mpsc, oneshot};
+    use trellis_protocol::{OverlayIp, OverlayNet, PublicKey};
+    use x25519_dalek::StaticSecret;
+
+    use super::super::{Command, Dataplane, DataplaneConfig};
+
+    /// Root and /dev/net/tun, or a loud skip (a failure under CI=true).
+    fn privileged() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        let tun = std::path::Path::new("/dev/net/tun").exists();
+        if root && tun {
+            return true;
+        }
+        let why =
+            format!("the data plane test needs root and /dev/net/tun (root: {root}, /dev/net/tun: {tun})");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; CI must run it");
+        eprintln!("SKIPPED (not silently): {why}");
+        false
+    }
+
+    /// Moves the calling thread (only it, and the threads it starts) into a network
+    /// namespace of its own, which the kernel removes with its last thread.
+    #[allow(unsafe_code)]
+    fn own_network_namespace() {
+        // SAFETY: unshare takes no pointers; CLONE_NEWNET changes only this thread's
+        // network namespace.
+        let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(result, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    }
+
+    fn interface_addresses(name: &str) -> Vec<IpAddr> {
+        if_addrs::get_if_addrs().unwrap().into_iter().filter(|i| i.name == name).map(|i| i.ip()).collect()
+    }
+
+    /// The data plane's thread brings its TUN device up, answers commands (through the
+    /// waker), and is gone with the device once the handle is dropped: a reconnect can
+    /// create the same interface again at once.
+    #[test]
+    fn the_thread_answers_commands_and_takes_its_tun_device_along_when_dropped() {
+        if !privileged() {
+            return;
+        }
+        let inside = std::thread::spawn(|| {
+            own_network_namespace();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let my_ip = OverlayIp("100.64.0.7".parse().unwrap());
+                let stranger = PublicKey::from_bytes([9; 32]);
+                for round in 0..2 {
+                    let (outputs, _outputs_rx) = mpsc::channel(16);
+                    let config = DataplaneConfig {
+                        secret: StaticSecret::from([7; 32]),
+                        my_ip,
+                        range: OverlayNet::DEFAULT,
+                        tun_name: "trtest0".into(),
+                        port: 0,
+                    };
+                    let dataplane = Dataplane::start(config, outputs).await.unwrap();
+                    assert_eq!(interface_addresses("trtest0"), vec![IpAddr::V4(my_ip.0)], "round {round}");
+                    // An answer, not a dropped reply: the thread woke for the command.
+                    let (reply, answer) = oneshot::channel();
+                    dataplane.send(Command::Ping(stranger, reply)).await;
+                    let answer = tokio::time::timeout(Duration::from_secs(10), answer).await;
+                    let answer = answer.expect("no answer within 10 s").expect("the command was dropped");
+                    assert!(matches!(&answer, Err(e) if e.contains("no peer")), "round {round}: {answer:?}");
+                    drop(dataplane);
+                    // The thread closed the device before the drop returned, but a child
+                    // process that another test forks in that moment holds a copy of the
+                    // descriptor until its `exec`, and the interface goes with the last
+                    // copy: hence a deadline rather than at once.
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while !interface_addresses("trtest0").is_empty() {
+                        assert!(
+                            Instant::now() < deadline,
+                            "round {round}: the TUN outlived its data plane by 10 s"
+                        );
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            });
+        });
+        inside.join().unwrap();
+    }
+}
