@@ -10,6 +10,9 @@ use std::net::Ipv4Addr;
 
 use trellis_protocol::{OverlayIp, OverlayNet};
 
+#[cfg(target_os = "linux")]
+mod offload;
+
 /// MTU of the overlay: 1500 minus WireGuard's 80 bytes of worst-case overhead (IPv6
 /// outer header 40 + UDP 8 + WireGuard 32). A relayed path adds a 4-byte ChannelData
 /// header, which 1420 still leaves room for under a 1500-byte path MTU.
@@ -23,10 +26,13 @@ pub enum TunError {
 
 /// On Linux the data plane's own thread polls the device's descriptor (see
 /// `daemon::dataplane::linux`), so it is opened non-blocking and read and written without
-/// async; elsewhere the data plane is a tokio task and the device async.
+/// async, with offloads (see [`offload`]); elsewhere the data plane is a tokio task and
+/// the device async, one packet per call.
 pub struct TunDevice {
     #[cfg(target_os = "linux")]
     device: tun::Device,
+    #[cfg(target_os = "linux")]
+    buffers: Buffers,
     #[cfg(not(target_os = "linux"))]
     device: tun::AsyncDevice,
     pub name: String,
@@ -49,29 +55,102 @@ impl TunDevice {
         let device = {
             config.platform_config(|p| {
                 p.ensure_root_privileges(true);
+                p.vnet_hdr(true);
             });
             let device = tun::create(&config).map_err(|e| failed(&e))?;
             device.set_nonblock().map_err(|e| failed(&e))?;
+            // Without offloads the device still works, a packet per read; the header stays.
+            if let Err(e) = enable_offloads(&device) {
+                tracing::warn!(device = name, error = %e, "TUN offloads refused; one packet per read");
+            }
             device
         };
         #[cfg(not(target_os = "linux"))]
         let device = tun::create_as_async(&config).map_err(|e| failed(&e))?;
         tracing::info!(device = name, %ip, %range, mtu = OVERLAY_MTU, "TUN device up");
-        Ok(Self { device, name: name.to_string() })
+        Ok(Self {
+            device,
+            #[cfg(target_os = "linux")]
+            buffers: Buffers::default(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// What reads and writes with a virtio-net header need, kept between calls.
+#[cfg(target_os = "linux")]
+struct Buffers {
+    /// One read: the header and up to a 64 KiB TCP super-segment.
+    read: Vec<u8>,
+    /// One segment of a super-segment at a time.
+    segment: Vec<u8>,
+    /// Packets to write, joined where they can be.
+    coalescer: offload::Coalescer,
+}
+
+#[cfg(target_os = "linux")]
+impl Default for Buffers {
+    fn default() -> Self {
+        Self {
+            read: vec![0; offload::VNET_HDR_LEN + usize::from(u16::MAX)],
+            segment: Vec::with_capacity(usize::from(OVERLAY_MTU)),
+            coalescer: offload::Coalescer::default(),
+        }
+    }
+}
+
+/// Lets the kernel hand over TCP/IPv4 super-segments (TSO) and partial checksums
+/// (`TUNSETOFFLOAD` with `TUN_F_CSUM | TUN_F_TSO4`). The tun crate sets `IFF_VNET_HDR`
+/// but has no call for this ioctl.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn enable_offloads(device: &tun::Device) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::c_ulong::from(libc::TUN_F_CSUM | libc::TUN_F_TSO4);
+    // SAFETY: the descriptor is the open TUN device for the whole call, and
+    // TUNSETOFFLOAD takes its argument by value, not through a pointer.
+    let result = unsafe { libc::ioctl(device.as_raw_fd(), libc::TUNSETOFFLOAD, flags) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
 #[cfg(target_os = "linux")]
 impl TunDevice {
-    /// Reads one packet if one is waiting; `WouldBlock` when none is.
-    pub fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.device.recv(buf)
+    /// Reads once, if anything is waiting, and calls `each` for every IP packet the read
+    /// holds: one, or the segments of a TCP super-segment. Returns `None` when nothing was
+    /// waiting, else how many packets were handed over (0 for a malformed read, which is
+    /// logged and dropped).
+    pub fn try_recv_packets(&mut self, each: impl FnMut(&[u8])) -> std::io::Result<Option<usize>> {
+        let Buffers { read, segment, .. } = &mut self.buffers;
+        let n = match self.device.recv(read) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match offload::packets_of(&mut read[..n], segment, each) {
+            Ok(count) => Ok(Some(count)),
+            Err(e) => {
+                tracing::debug!(device = %self.name, error = %e, "TUN read dropped");
+                Ok(Some(0))
+            }
+        }
     }
 
-    /// Writes one packet. The kernel takes a TUN write at once or fails it; it does not
-    /// make a writer wait.
-    pub fn send(&self, packet: &[u8]) -> std::io::Result<usize> {
-        self.device.send(packet)
+    /// Queues a packet for the TUN: written when it can no longer join the ones before
+    /// it (see [`offload::Coalescer`]), at the latest by [`TunDevice::flush`]. The kernel
+    /// takes a TUN write at once or fails it; it does not make a writer wait.
+    pub fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        let Self { device, buffers, .. } = self;
+        buffers.coalescer.push(packet, |write| device.send(write).map(drop))
+    }
+
+    /// Writes what [`TunDevice::send`] queued.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        let Self { device, buffers, .. } = self;
+        buffers.coalescer.flush(|write| device.send(write).map(drop))
     }
 }
 

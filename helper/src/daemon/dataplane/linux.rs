@@ -16,7 +16,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::{apply, forward, local_for, Parts, BUFFER_BYTES, IDLE_WAKE, TUN_BATCH, UDP_BATCHES};
+use super::{apply, forward, local_for, Parts, IDLE_WAKE, TUN_BATCH, UDP_BATCHES};
 use crate::daemon::udp::Udp;
 use crate::engine::{Engine, Transmit};
 use crate::tun::TunDevice;
@@ -74,10 +74,9 @@ impl Drop for Runner {
 }
 
 fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
-    let Parts { mut engine, mut udp, tun, host_addrs, mut commands, outputs } = parts;
+    let Parts { mut engine, mut udp, mut tun, host_addrs, mut commands, outputs } = parts;
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut events = Events::with_capacity(4);
-    let mut tun_buf = vec![0u8; BUFFER_BYTES];
     let mut transmits: Vec<Transmit> = Vec::new();
     // mio's readiness is edge-triggered: a source stays marked ready from its event until
     // a read finds it empty, and the loop does not sleep while one is.
@@ -116,10 +115,10 @@ fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
             return;
         }
         if udp_ready {
-            udp_ready = read_udp(&mut engine, &mut udp, &tun, &mut transmits, &host_addrs, port);
+            udp_ready = read_udp(&mut engine, &mut udp, &mut tun, &mut transmits, &host_addrs, port);
         }
         if tun_ready {
-            match read_tun(&mut engine, &tun, &mut tun_buf) {
+            match read_tun(&mut engine, &mut tun) {
                 Ok(more) => tun_ready = more,
                 Err(e) => {
                     tracing::error!(error = %e, "the TUN device failed; stopping the data plane");
@@ -138,7 +137,7 @@ fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
         if wake <= now {
             engine.handle_timeout(now);
         }
-        drain(&mut engine, &mut udp, &tun, &mut transmits);
+        drain(&mut engine, &mut udp, &mut tun, &mut transmits);
         forward(&mut engine, &outputs);
     }
 }
@@ -150,7 +149,7 @@ fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
 fn read_udp(
     engine: &mut Engine,
     udp: &mut Udp,
-    tun: &TunDevice,
+    tun: &mut TunDevice,
     transmits: &mut Vec<Transmit>,
     host_addrs: &[SocketAddr],
     port: u16,
@@ -174,24 +173,30 @@ fn read_udp(
     true
 }
 
-/// Reads up to [`TUN_BATCH`] packets into the engine: encrypted together, they leave as
-/// one batch. Returns whether more may be waiting.
-fn read_tun(engine: &mut Engine, tun: &TunDevice, buf: &mut [u8]) -> io::Result<bool> {
+/// Reads the TUN until about [`TUN_BATCH`] packets are in the engine (one read can hold a
+/// TCP super-segment of up to 45): encrypted together, they leave as one batch. Returns
+/// whether more may be waiting.
+fn read_tun(engine: &mut Engine, tun: &mut TunDevice) -> io::Result<bool> {
     let now = Instant::now();
+    let mut packets = 0;
     for _ in 0..TUN_BATCH {
-        match tun.try_recv(buf) {
-            Ok(n) => engine.handle_tun_packet(&buf[..n], now),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+        match tun.try_recv_packets(|packet| engine.handle_tun_packet(packet, now)) {
+            Ok(None) => return Ok(false),
+            Ok(Some(n)) => packets += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
+        }
+        if packets >= TUN_BATCH {
+            break;
         }
     }
     Ok(true)
 }
 
 /// Sends the engine's datagrams (in one batch, so that runs leave with GSO) and writes its
-/// decrypted packets to the TUN, handing every buffer back to the engine for reuse.
-fn drain(engine: &mut Engine, udp: &mut Udp, tun: &TunDevice, transmits: &mut Vec<Transmit>) {
+/// decrypted packets to the TUN (a TCP burst joined into one write), handing every buffer
+/// back to the engine for reuse.
+fn drain(engine: &mut Engine, udp: &mut Udp, tun: &mut TunDevice, transmits: &mut Vec<Transmit>) {
     transmits.extend(std::iter::from_fn(|| engine.poll_transmit()));
     if !transmits.is_empty() {
         udp.send_batch(transmits);
@@ -204,6 +209,9 @@ fn drain(engine: &mut Engine, udp: &mut Udp, tun: &TunDevice, transmits: &mut Ve
             tracing::debug!(error = %e, "TUN write failed");
         }
         engine.recycle(packet);
+    }
+    if let Err(e) = tun.flush() {
+        tracing::debug!(error = %e, "TUN write failed");
     }
 }
 

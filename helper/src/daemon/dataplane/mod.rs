@@ -30,7 +30,9 @@ use linux as platform;
 #[cfg(not(target_os = "linux"))]
 use portable as platform;
 
-/// Largest packet read from the TUN at once (jumbo-safe).
+/// Largest packet read from the TUN at once (jumbo-safe; the Linux device keeps its own
+/// buffer).
+#[cfg(not(target_os = "linux"))]
 const BUFFER_BYTES: usize = 65536;
 /// When the engine asks for no wake-up, look again after this long anyway.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
