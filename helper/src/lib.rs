@@ -9,6 +9,7 @@
 //! * [`ipc`]: the local control socket (server and client).
 //! * [`cli`]: the `trellis` command line.
 
+mod checksum;
 pub mod cli;
 pub mod daemon;
 pub mod engine;

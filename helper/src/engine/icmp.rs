@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::checksum::checksum;
+
 const IPV4_HEADER_LEN: usize = 20;
 const PROTO_ICMP: u8 = 1;
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -19,16 +21,6 @@ pub(crate) fn ipv4_source(p: &[u8]) -> Option<Ipv4Addr> {
 /// The destination address of an IPv4 packet.
 pub(crate) fn ipv4_destination(p: &[u8]) -> Option<Ipv4Addr> {
     (p.len() >= IPV4_HEADER_LEN && p[0] >> 4 == 4).then(|| Ipv4Addr::new(p[16], p[17], p[18], p[19]))
-}
-
-/// The Internet checksum (RFC 1071).
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 =
-        data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// An ICMP echo request or reply.

@@ -128,6 +128,12 @@ impl TunDevice {
         let n = match self.device.recv(read) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            // A packet the kernel cannot describe in a virtio-net header (a GSO type not
+            // negotiated): it drops that one and the next read is fine.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!(device = %self.name, "TUN packet without a describable offload dropped");
+                return Ok(Some(0));
+            }
             Err(e) => return Err(e),
         };
         match offload::packets_of(&mut read[..n], segment, each) {

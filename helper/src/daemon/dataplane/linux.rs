@@ -145,7 +145,8 @@ fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
 /// Reads up to [`UDP_BATCHES`] batches of datagrams into the engine, each written out
 /// before the next is read: one batch can hold hundreds of packets (GRO), and their
 /// buffers go back to the engine's spares only once written. Returns whether more may
-/// be waiting.
+/// be waiting: readiness is edge-triggered, so it is given up only when a read found the
+/// socket empty.
 fn read_udp(
     engine: &mut Engine,
     udp: &mut Udp,
@@ -163,10 +164,11 @@ fn read_udp(
             Ok(0) => return false,
             Ok(_) => drain(engine, udp, tun, transmits),
             Err(e) => {
-                // Left for the next datagram's event: a receive error on an unconnected
-                // UDP socket is not sticky.
+                // Tried again on the next turn: the datagrams behind it are still queued,
+                // and no new event may come for them. Errors on a UDP socket are reported
+                // once (a pending ICMP error, a failed allocation), so this does not spin.
                 tracing::debug!(error = %e, "UDP receive failed");
-                return false;
+                return true;
             }
         }
     }

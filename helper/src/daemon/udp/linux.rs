@@ -24,6 +24,8 @@ use crate::engine::Transmit;
 const RECV_BUFFERS: usize = 8;
 /// Largest GSO batch in bytes: the UDP length field caps one send at 64 KiB minus headers.
 const MAX_GSO_BYTES: usize = 65_000;
+/// Longest a send waits for room in a full send buffer before its datagrams are dropped.
+const SEND_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub struct Udp {
     socket: UdpSocket,
@@ -50,6 +52,7 @@ impl Udp {
     /// (see `daemon::dataplane::linux`).
     pub fn new(socket: UdpSocket) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
+        socket.set_write_timeout(Some(SEND_WAIT))?;
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         allow_fragmentation(&socket)?;
         tracing::debug!(
@@ -72,8 +75,9 @@ impl Udp {
     }
 
     /// Reads what is waiting, up to one `recvmmsg`, without waiting, and calls `each` for
-    /// every datagram in arrival order (a GRO buffer is split at its stride). Returns
-    /// how many datagrams were read.
+    /// every datagram in arrival order (a GRO buffer is split at its stride). Returns how
+    /// many messages were read: 0 only when nothing was waiting. (An empty datagram counts
+    /// as read but reaches `each` as nothing, so it cannot pass for an empty socket.)
     pub fn try_recv_batch(&mut self, mut each: impl FnMut(SocketAddr, &[u8])) -> io::Result<usize> {
         let Self { socket, state, recv, meta, .. } = self;
         let mut chunks = recv.chunks_mut(MAX_DATAGRAM);
@@ -84,21 +88,19 @@ impl Udp {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         };
-        let mut datagrams = 0;
         for (m, buf) in meta.iter().zip(bufs.iter()).take(received) {
             let stride = if m.stride == 0 { m.len.max(1) } else { m.stride };
             for datagram in buf[..m.len].chunks(stride) {
-                datagrams += 1;
                 each(m.addr, datagram);
             }
         }
-        Ok(datagrams)
+        Ok(received)
     }
 
     /// Sends the datagrams in order: each run of equal-sized datagrams to one destination
     /// (the last of a run may be shorter) leaves in one GSO send. A failed send is logged
     /// and its datagrams dropped, like a lost packet. A full send buffer makes it wait for
-    /// room, as a blocking socket would, rather than drop what does not fit.
+    /// room, at most [`SEND_WAIT`], rather than drop what does not fit at once.
     pub fn send_batch(&mut self, transmits: &[Transmit]) {
         let max_segments = self.state.max_gso_segments().max(1);
         let mut rest = transmits;
@@ -162,16 +164,23 @@ impl Udp {
             }
         }
     }
-    /// One `sendmsg`; when the send buffer is full, the same call again on the socket
-    /// made blocking for it. Waiting in the kernel needs no second registration with the
-    /// data plane's poll, and the buffer drains onto the wire within microseconds.
+
+    /// One `sendmsg`; when the send buffer is full, the same call again on the socket made
+    /// blocking for it, which the kernel gives up after [`SEND_WAIT`] (`SO_SNDTIMEO`, set
+    /// in [`Udp::new`]): the buffer normally drains within microseconds, and a stalled
+    /// queue must not stall the data plane. Waiting in the kernel needs no second
+    /// registration with the data plane's poll.
     fn send_waiting(&self, transmit: &quinn_udp::Transmit<'_>) -> io::Result<()> {
         let send = || self.state.try_send(UdpSockRef::from(&self.socket), transmit);
         match send() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.socket.set_nonblocking(false)?;
                 let sent = send();
-                self.socket.set_nonblocking(true)?;
+                // Back to non-blocking whatever the send did: a blocking socket would make
+                // the next `recvmmsg` wait for a full batch.
+                if let Err(e) = self.socket.set_nonblocking(true) {
+                    tracing::error!(error = %e, "cannot make the UDP socket non-blocking again");
+                }
                 sent
             }
             sent => sent,
@@ -230,16 +239,7 @@ mod tests {
         let mut sender = bind();
         let mut receivers = [bind(), bind()];
         let dsts: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().unwrap()).collect();
-        let mut batch = Vec::new();
-        let mut expected = [Vec::new(), Vec::new()];
-        for i in 0..100u32 {
-            let to = usize::from(i % 40 == 39);
-            let len = if i % 17 == 16 { 300 } else { 1452 };
-            let mut payload = vec![(i % 251) as u8; len];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            expected[to].push(payload.clone());
-            batch.push(Transmit { dst: dsts[to], payload });
-        }
+        let (batch, expected) = super::super::test_batch(100, 40, 17, &dsts);
         sender.send_batch(&batch);
         let mut poll = Poll::new().unwrap();
         let mut events = Events::with_capacity(4);
@@ -288,6 +288,29 @@ mod tests {
         };
         assert_eq!(result, 0, "getsockopt: {}", io::Error::last_os_error());
         value
+    }
+
+    /// Empty datagrams (a port scan sends them) read as something: a batch of only empty
+    /// ones must not look like an empty socket, or the data plane would stop reading the
+    /// real datagrams behind them until another one arrives.
+    #[test]
+    fn empty_datagrams_do_not_read_as_nothing_waiting() {
+        let mut receiver = Udp::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap()).unwrap();
+        let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let to = receiver.local_addr().unwrap();
+        for _ in 0..RECV_BUFFERS + 1 {
+            sender.send_to(&[], to).unwrap();
+        }
+        sender.send_to(b"real", to).unwrap();
+        // Loopback queues a datagram before `send_to` returns: all are waiting now.
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let first = receiver.try_recv_batch(|_, d| got.push(d.to_vec())).unwrap();
+        assert_eq!(first, RECV_BUFFERS, "a batch of empty datagrams counts as read");
+        assert!(got.is_empty(), "empty datagrams reach nobody");
+        let second = receiver.try_recv_batch(|_, d| got.push(d.to_vec())).unwrap();
+        assert_eq!(second, 2);
+        assert_eq!(got, vec![b"real".to_vec()]);
+        assert_eq!(receiver.try_recv_batch(|_, _| {}).unwrap(), 0, "now the socket is empty");
     }
 
     #[test]

@@ -56,7 +56,6 @@ mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
-    use crate::engine::Transmit;
 
     /// A batch arrives intact and in order (the Linux twin of this test, in `linux.rs`,
     /// also crosses GSO and GRO). Small enough to fit a receive buffer, since one datagram
@@ -68,16 +67,7 @@ mod tests {
         let receivers = [bind(0).await.unwrap(), bind(0).await.unwrap()];
         let dsts: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().unwrap()).collect();
         let mut receivers = receivers.map(|r| Udp::new(r).unwrap());
-        let mut batch = Vec::new();
-        let mut expected = [Vec::new(), Vec::new()];
-        for i in 0..20u32 {
-            let to = usize::from(i % 8 == 7);
-            let len = if i % 5 == 4 { 300 } else { 1452 };
-            let mut payload = vec![(i % 251) as u8; len];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            expected[to].push(payload.clone());
-            batch.push(Transmit { dst: dsts[to], payload });
-        }
+        let (batch, expected) = super::super::test_batch(20, 8, 5, &dsts);
         sender.send_batch(&batch).await;
         for (r, want) in receivers.iter_mut().zip(expected) {
             let mut got: Vec<Vec<u8>> = Vec::new();
