@@ -6,6 +6,21 @@ pub(crate) fn checksum(data: &[u8]) -> u16 {
     !fold(sum_bytes(data, 0))
 }
 
+/// Sets an IPv4 header's checksum (bytes 10 and 11) for the header as it is now.
+pub(crate) fn set_ipv4_header_checksum(header: &mut [u8]) {
+    header[10..12].fill(0);
+    let sum = checksum(header);
+    header[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// The not yet folded sum of the pseudo-header a TCP or UDP checksum over IPv4 covers:
+/// the addresses (bytes 12 to 19 of `ip_header`), the protocol and the transport length.
+/// Only the TUN offloads need it, and they are Linux's.
+#[cfg(target_os = "linux")]
+pub(crate) fn ipv4_pseudo_header_sum(ip_header: &[u8], protocol: u8, transport_len: usize) -> u64 {
+    sum_bytes(&ip_header[12..20], u64::from(protocol) + transport_len as u64)
+}
+
 /// The one's-complement sum of `bytes` as big-endian 16-bit words (an odd last byte
 /// padded with zero), added to `initial`, not yet folded.
 pub(crate) fn sum_bytes(bytes: &[u8], initial: u64) -> u64 {

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::checksum::checksum;
+use crate::checksum::{checksum, set_ipv4_header_checksum};
 
 const IPV4_HEADER_LEN: usize = 20;
 const PROTO_ICMP: u8 = 1;
@@ -47,8 +47,7 @@ impl Echo {
         p[9] = PROTO_ICMP;
         p[12..16].copy_from_slice(&self.src.octets());
         p[16..20].copy_from_slice(&self.dst.octets());
-        let sum = checksum(&p[..IPV4_HEADER_LEN]);
-        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        set_ipv4_header_checksum(&mut p[..IPV4_HEADER_LEN]);
         let icmp = &mut p[IPV4_HEADER_LEN..];
         icmp[0] = if self.reply { ICMP_ECHO_REPLY } else { ICMP_ECHO_REQUEST };
         icmp[4..6].copy_from_slice(&self.id.to_be_bytes());

@@ -15,7 +15,7 @@
 //! write honours that flag depends on the kernel, and without it the stack verifies the
 //! checksum as before.
 
-use crate::checksum::{fold, sum_bytes};
+use crate::checksum::{checksum, fold, ipv4_pseudo_header_sum, set_ipv4_header_checksum, sum_bytes};
 
 /// Size of `struct virtio_net_hdr` (without `num_buffers`), the TUN's default.
 pub const VNET_HDR_LEN: usize = 10;
@@ -108,7 +108,7 @@ fn complete_checksum(packet: &mut [u8], start: usize, offset: usize) -> Result<(
     if at + 2 > packet.len() {
         return Err(OffloadError::ChecksumOutside { start, offset, len: packet.len() });
     }
-    let mut sum = !fold(sum_bytes(&packet[start..], 0));
+    let mut sum = checksum(&packet[start..]);
     // A UDP checksum that comes out as 0 is sent as all ones: 0 means "none" in UDP.
     if sum == 0 && packet.get(9) == Some(&IPPROTO_UDP) && packet[0] >> 4 == 4 {
         sum = 0xffff;
@@ -147,7 +147,6 @@ fn split_tcp4(
     let id = u16::from_be_bytes([packet[4], packet[5]]);
     let seq = u32::from_be_bytes(packet[ip_len + 4..ip_len + 8].try_into().unwrap_or_default());
     let flags = packet[ip_len + 13];
-    let (src, dst) = (&packet[12..16], &packet[16..20]);
     let count = payload.len().div_ceil(mss).max(1);
     for (i, chunk) in payload.chunks(mss).chain(payload.is_empty().then_some(&[][..])).enumerate() {
         scratch.clear();
@@ -157,9 +156,7 @@ fn split_tcp4(
         let (ip, tcp) = scratch.split_at_mut(ip_len);
         ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         ip[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        ip[10..12].copy_from_slice(&[0, 0]);
-        let ip_sum = !fold(sum_bytes(ip, 0));
-        ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+        set_ipv4_header_checksum(ip);
         tcp[4..8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
         let mut f = flags;
         if i + 1 < count {
@@ -170,8 +167,7 @@ fn split_tcp4(
         }
         tcp[13] = f;
         tcp[16..18].copy_from_slice(&[0, 0]);
-        let segment_len = tcp.len();
-        let pseudo = sum_bytes(src, 0) + sum_bytes(dst, 0) + u64::from(IPPROTO_TCP) + segment_len as u64;
+        let pseudo = ipv4_pseudo_header_sum(ip, IPPROTO_TCP, tcp.len());
         let tcp_sum = !fold(sum_bytes(tcp, pseudo));
         tcp[16..18].copy_from_slice(&tcp_sum.to_be_bytes());
         each(scratch);
@@ -311,13 +307,8 @@ fn finish_super_segment(buf: &mut [u8], flow: &Flow) {
     hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
     let total = packet.len();
     packet[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    packet[10..12].copy_from_slice(&[0, 0]);
-    let ip_sum = !fold(sum_bytes(&packet[..flow.ip_len], 0));
-    packet[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-    let tcp_total = (total - flow.ip_len) as u64;
-    let pseudo = fold(
-        sum_bytes(&packet[12..16], 0) + sum_bytes(&packet[16..20], 0) + u64::from(IPPROTO_TCP) + tcp_total,
-    );
+    set_ipv4_header_checksum(&mut packet[..flow.ip_len]);
+    let pseudo = fold(ipv4_pseudo_header_sum(&packet[..flow.ip_len], IPPROTO_TCP, total - flow.ip_len));
     let check = flow.ip_len + 16;
     packet[check..check + 2].copy_from_slice(&pseudo.to_be_bytes());
 }
