@@ -18,8 +18,10 @@
 //!   The kernel's file permissions are the first gate; each connection is then checked
 //!   again by the peer's credentials ([`auth::decide`]): root, the helper's own user, the
 //!   configured owner, or a member of the `trellis` group.
-//! * Windows (`windows.rs`): the named pipe `\\.\pipe\trellisd`, whose ACL admits SYSTEM,
-//!   Administrators and the `Trellis Users` group; the OS enforces it at open.
+//! * Windows (`windows.rs`): the named pipe `\\.\pipe\trellisd`, whose DACL admits SYSTEM,
+//!   Administrators, the `Trellis Users` group and the person who installed Trellis; the
+//!   OS enforces it at open. The DACL is decided in `windows_acl.rs` (pure, tested on
+//!   every platform) and applied through `win32.rs`, the only unsafe code of the IPC.
 //!
 //! The session, in order: the client sends `Hello`; the helper answers `Hello` (on a version
 //! mismatch it then sends an error response with id 0 and closes). Each request gets one
@@ -35,6 +37,8 @@ use trellis_protocol::ipc::{IpcError, IpcRequest, IpcResponse};
 
 #[cfg(unix)]
 pub mod auth;
+#[cfg(any(windows, test))]
+mod pipe_instances;
 mod server;
 #[cfg(all(test, unix))]
 pub(crate) mod testing;
@@ -43,7 +47,13 @@ mod tests;
 #[cfg(unix)]
 mod unix;
 #[cfg(windows)]
+pub mod win32;
+#[cfg(windows)]
 mod windows;
+#[cfg(any(windows, test))]
+pub mod windows_acl;
+#[cfg(all(test, windows))]
+mod windows_tests;
 
 pub use server::serve;
 pub use trellis_protocol::ipc::client::{self, default_endpoint, ClientError, IpcClient};
@@ -52,7 +62,7 @@ use trellis_protocol::ipc::endpoint as platform_hints;
 #[cfg(unix)]
 pub use unix::{IpcListener, ListenOptions, DEFAULT_ENDPOINT, TRELLIS_GROUP};
 #[cfg(windows)]
-pub use windows::{IpcListener, ListenOptions, DEFAULT_ENDPOINT, TRELLIS_USERS_GROUP};
+pub use windows::{IpcListener, ListenOptions, DEFAULT_ENDPOINT, OWNER_SID_ENV, TRELLIS_USERS_GROUP};
 
 pub use trellis_protocol::ipc::IpcEvent;
 

@@ -1,33 +1,29 @@
-//! The Windows transport: the named pipe `\\.\pipe\trellisd`, whose ACL admits SYSTEM,
-//! Administrators and the `Trellis Users` group. Windows checks the ACL when a client opens
-//! the pipe, so every connection that reaches the helper is admitted.
+//! The Windows transport: the named pipe `\\.\pipe\trellisd`, whose DACL admits SYSTEM,
+//! Administrators, the `Trellis Users` group and the person who installed Trellis
+//! ([`PipeAccess`]). Windows checks the DACL when a client opens the pipe, so every
+//! connection that reaches the helper is admitted.
 //!
-//! This file has not been compiled yet (development runs on Linux); it needs, in
-//! `helper/Cargo.toml`:
-//! `[target.'cfg(windows)'.dependencies] windows-sys = { version = "0.61", features =
-//! ["Win32_Foundation", "Win32_Security", "Win32_Security_Authorization"] }`.
-//! It is the only IPC code with `unsafe`: building a security descriptor is Win32 FFI.
-#![allow(unsafe_code)]
+//! Users get read and write, not `FILE_CREATE_PIPE_INSTANCE`: with it, a user could create
+//! an instance of the pipe and be the "helper" the next client (another user, the app)
+//! talks to. The pipe refuses remote clients.
 
+use std::future::Future;
 use std::io;
-use std::os::windows::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::ptr::{null, null_mut};
 
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
-use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, ERROR_NONE_MAPPED};
-use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
-};
-use windows_sys::Win32::Security::{
-    LookupAccountNameW, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, SID_NAME_USE,
-};
 
+use super::pipe_instances::{next_client, WaitingInstance};
 use super::server::Admission;
+use super::win32::{self, SecurityDescriptor};
+use super::windows_acl::{PipeAccess, Sid};
 
 pub use trellis_protocol::ipc::endpoint::DEFAULT_ENDPOINT;
 /// Members of this local group may control the helper.
 pub const TRELLIS_USERS_GROUP: &str = "Trellis Users";
+/// The service's environment variable that names the person who installed Trellis (a SID),
+/// as `trellisd install-service` writes it.
+pub const OWNER_SID_ENV: &str = "TRELLIS_OWNER_SID";
 
 /// Where and for whom the helper listens.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -35,11 +31,14 @@ pub struct ListenOptions {
     pub path: PathBuf,
     /// The local group whose members may connect, besides SYSTEM and Administrators.
     pub users_group: Option<String>,
+    /// A user who may connect without being in the group: the person who installed
+    /// Trellis, whose new group membership counts only from their next sign-in.
+    pub owner_sid: Option<Sid>,
 }
 
 impl ListenOptions {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), users_group: Some(TRELLIS_USERS_GROUP.to_string()) }
+        Self { path: path.into(), users_group: Some(TRELLIS_USERS_GROUP.to_string()), owner_sid: None }
     }
 }
 
@@ -53,6 +52,7 @@ impl Default for ListenOptions {
 #[derive(Debug)]
 pub struct IpcListener {
     path: PathBuf,
+    access: PipeAccess,
     security: SecurityDescriptor,
     next: NamedPipeServer,
 }
@@ -60,150 +60,68 @@ pub struct IpcListener {
 impl IpcListener {
     /// Creates the first pipe instance; fails when another process already owns the name.
     pub fn bind(options: &ListenOptions) -> io::Result<Self> {
-        let security = SecurityDescriptor::for_pipe(options.users_group.as_deref())?;
-        let next = security.create_instance(&options.path, true).map_err(|e| {
+        let users_group = options.users_group.as_deref().and_then(group_sid);
+        let access = PipeAccess { users_group, owner: options.owner_sid.clone() };
+        let security = SecurityDescriptor::from_sddl(&access.sddl())?;
+        let next = create_instance(&security, &options.path, true).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot create the pipe {}: {e}", options.path.display()))
         })?;
-        tracing::info!(path = %options.path.display(), "IPC listening");
-        Ok(Self { path: options.path.clone(), security, next })
+        tracing::info!(path = %options.path.display(), sddl = %access.sddl(), "IPC listening");
+        Ok(Self { path: options.path.clone(), access, security, next })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Who besides SYSTEM and Administrators may open the pipe.
+    pub fn access(&self) -> &PipeAccess {
+        &self.access
+    }
+
+    /// The instance waiting for the next client, for tests that inspect it.
+    #[cfg(test)]
+    pub(super) fn waiting_instance(&self) -> &NamedPipeServer {
+        &self.next
+    }
+
     /// The next connection. Cancel-safe: the waiting instance stays in `self`.
+    ///
+    /// An instance whose connection failed (a client that opened the pipe and closed it
+    /// before the helper got to it, or a failed ConnectNamedPipe) cannot be used again: it
+    /// is replaced by a fresh one, so the next client can connect ([`next_client`]).
     pub(super) async fn accept(&mut self) -> io::Result<(NamedPipeServer, Admission)> {
-        self.next.connect().await?;
-        let fresh = self.security.create_instance(&self.path, false)?;
-        let connected = std::mem::replace(&mut self.next, fresh);
+        let (security, path) = (&self.security, &self.path);
+        let connected = next_client(&mut self.next, || create_instance(security, path, false)).await?;
         Ok((connected, Admission::Allowed { peer: "a pipe client admitted by the pipe's ACL".into() }))
     }
 }
 
-/// A self-relative security descriptor allocated by Windows (freed with `LocalFree`).
-#[derive(Debug)]
-struct SecurityDescriptor(PSECURITY_DESCRIPTOR);
-
-// SAFETY: the descriptor is a heap block that is only read (by CreateNamedPipeW) after it
-// was built, and freed once, on drop.
-unsafe impl Send for SecurityDescriptor {}
-unsafe impl Sync for SecurityDescriptor {}
-
-impl SecurityDescriptor {
-    /// Protected DACL: SYSTEM and Administrators full control, the users group (when it
-    /// exists) read and write. No one else can open the pipe.
-    fn for_pipe(users_group: Option<&str>) -> io::Result<Self> {
-        let mut sddl = String::from("D:P(A;;GA;;;SY)(A;;GA;;;BA)");
-        match users_group.map(group_sid_string).transpose()?.flatten() {
-            Some(sid) => sddl.push_str(&format!("(A;;GRGW;;;{sid})")),
-            None => tracing::info!(
-                group = ?users_group,
-                "no Trellis users group: only SYSTEM and Administrators may connect"
-            ),
-        }
-        let sddl = wide(&sddl);
-        let mut descriptor: PSECURITY_DESCRIPTOR = null_mut();
-        // SAFETY: `sddl` is NUL-terminated; `descriptor` is a valid place for the result;
-        // the size output is optional.
-        let ok = unsafe {
-            ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                sddl.as_ptr(),
-                SDDL_REVISION_1,
-                &mut descriptor,
-                null_mut(),
-            )
-        };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self(descriptor))
+impl WaitingInstance for NamedPipeServer {
+    fn connect(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        NamedPipeServer::connect(self)
     }
+}
 
-    fn create_instance(&self, path: &Path, first: bool) -> io::Result<NamedPipeServer> {
-        let mut attributes = SECURITY_ATTRIBUTES {
-            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
-            lpSecurityDescriptor: self.0,
-            bInheritHandle: 0,
-        };
-        let mut options = ServerOptions::new();
-        options.first_pipe_instance(first).reject_remote_clients(true);
-        // SAFETY: `attributes` is a valid SECURITY_ATTRIBUTES for the duration of the call,
-        // and its descriptor lives as long as `self`.
-        unsafe {
-            options.create_with_security_attributes_raw(
-                path,
-                (&mut attributes as *mut SECURITY_ATTRIBUTES).cast(),
-            )
+/// The SID of the local group `name`, when there is one.
+fn group_sid(name: &str) -> Option<Sid> {
+    match win32::local_group_sid(name) {
+        Ok(sid) => {
+            if sid.is_none() {
+                tracing::info!(group = name, "no such local group: its members cannot connect");
+            }
+            sid
+        }
+        // Leaving the group out only narrows who may connect: better than no helper.
+        Err(e) => {
+            tracing::warn!(group = name, "cannot look up the local group ({e}): its members cannot connect");
+            None
         }
     }
 }
 
-impl Drop for SecurityDescriptor {
-    fn drop(&mut self) {
-        // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW, freed once.
-        unsafe { LocalFree(self.0) };
-    }
-}
-
-/// The SID of local group `name` in string form (`S-1-5-21-…`), or `None` when there is no
-/// such group.
-fn group_sid_string(name: &str) -> io::Result<Option<String>> {
-    let name = wide(name);
-    let (mut sid_len, mut domain_len, mut kind): (u32, u32, SID_NAME_USE) = (0, 0, 0);
-    // SAFETY: a size query: no buffers, the lengths are written back.
-    let ok = unsafe {
-        LookupAccountNameW(
-            null(),
-            name.as_ptr(),
-            null_mut(),
-            &mut sid_len,
-            null_mut(),
-            &mut domain_len,
-            &mut kind,
-        )
-    };
-    if ok == 0 {
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(code) if code == ERROR_NONE_MAPPED as i32 => return Ok(None),
-            Some(code) if code == ERROR_INSUFFICIENT_BUFFER as i32 => {}
-            _ => return Err(e),
-        }
-    }
-    // u32 elements: a SID holds 32-bit sub-authorities and must be 4-byte aligned.
-    let mut sid = vec![0u32; (sid_len as usize).div_ceil(4)];
-    let mut domain = vec![0u16; domain_len as usize];
-    // SAFETY: buffers of at least the sizes the size query asked for.
-    let ok = unsafe {
-        LookupAccountNameW(
-            null(),
-            name.as_ptr(),
-            sid.as_mut_ptr().cast(),
-            &mut sid_len,
-            domain.as_mut_ptr(),
-            &mut domain_len,
-            &mut kind,
-        )
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut text: *mut u16 = null_mut();
-    // SAFETY: `sid` holds the valid SID just written; `text` receives a LocalAlloc'ed string.
-    if unsafe { ConvertSidToStringSidW(sid.as_mut_ptr().cast(), &mut text) } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `text` is a NUL-terminated UTF-16 string owned by us until LocalFree.
-    let string = unsafe {
-        let len = (0..).take_while(|&i| *text.add(i) != 0).count();
-        let string = String::from_utf16_lossy(std::slice::from_raw_parts(text, len));
-        LocalFree(text.cast());
-        string
-    };
-    Ok(Some(string))
-}
-
-fn wide(text: &str) -> Vec<u16> {
-    std::ffi::OsStr::new(text).encode_wide().chain(std::iter::once(0)).collect()
+fn create_instance(security: &SecurityDescriptor, path: &Path, first: bool) -> io::Result<NamedPipeServer> {
+    let mut options = ServerOptions::new();
+    options.first_pipe_instance(first).reject_remote_clients(true);
+    security.create_pipe(&options, path)
 }

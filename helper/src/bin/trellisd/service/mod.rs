@@ -13,7 +13,9 @@ mod macos;
 #[cfg(windows)]
 mod windows;
 
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -29,7 +31,8 @@ pub use windows::run_as_windows_service;
 #[derive(clap::Args, Debug)]
 pub struct InstallArgs {
     /// The user to allow to control Trellis (added to the group `trellis` on Linux and
-    /// macOS). Default: the user behind sudo or pkexec.
+    /// macOS, `Trellis Users` on Windows). Default: the user behind sudo or pkexec. On
+    /// Windows: a name, `DOMAIN\user`, or a SID (what the MSI passes).
     #[arg(long, value_name = "USER")]
     pub for_user: Option<String>,
     /// Install into this directory instead of the system's root, and start nothing: for

@@ -3,8 +3,13 @@
 //! ServiceControl in installers/windows/trellisd.wxs) and runs `install-service
 //! --without-service` for the rest; `install-service` alone does everything by hand.
 //! Logs go to C:\ProgramData\Trellis\logs\trellisd.log, since a service has no console.
-//! Written against the windows-service crate's documentation and examples; not compiled or
-//! run on our build machines.
+//!
+//! Who may control the helper is set up in `access.rs`, the firewall rule in `firewall.rs`.
+//! Compiled and unit-tested here under wine; the service and the install steps have not
+//! yet run on a real Windows.
+
+mod access;
+mod firewall;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -24,13 +29,12 @@ use windows_service::{define_windows_service, service_dispatcher};
 use super::{InstallArgs, UninstallArgs};
 use crate::RunArgs;
 
-const SERVICE_NAME: &str = "trellisd";
+pub(super) const SERVICE_NAME: &str = "trellisd";
 const DISPLAY_NAME: &str = "Trellis helper";
 const DESCRIPTION: &str =
     "Owns the Trellis network device, its keys and connections; the Trellis app controls it.";
 const STATE_DIR: &str = trellis_helper::paths::DEFAULT_STATE_DIR;
 const LOG_DIR: &str = r"C:\ProgramData\Trellis\logs";
-const USERS_GROUP: &str = trellis_helper::ipc::TRELLIS_USERS_GROUP;
 /// Well-known SIDs, so that the commands work in every language of Windows.
 const SYSTEM_SID: &str = "*S-1-5-18";
 const ADMINISTRATORS_SID: &str = "*S-1-5-32-544";
@@ -121,34 +125,30 @@ pub fn install(args: &InstallArgs) -> Result<()> {
     }
     println!("Setting up the Trellis helper as the Windows service {SERVICE_NAME}:");
     secure_state_dir()?;
-    // Members of this local group may open the helper's pipe (the helper's ipc/windows.rs),
-    // so it must exist before the service starts. `net` exits with 2 when the group exists
-    // or the user is in it already, which is fine on a reinstall.
-    net_localgroup(&[USERS_GROUP, "/add", "/comment:May control the Trellis helper"], "created the group")?;
-    match args.for_user.as_deref() {
-        // The MSI passes [LogonUser]: SYSTEM (or a machine account) when deployed by a
-        // management tool, which is no person to add.
-        Some(user) if !user.eq_ignore_ascii_case("SYSTEM") && !user.ends_with('$') && !user.is_empty() => {
-            net_localgroup(&[USERS_GROUP, user, "/add"], &format!("added {user} to"))?
-        }
-        _ => println!("  no user to add to {USERS_GROUP}: net localgroup \"{USERS_GROUP}\" USER /add"),
-    }
+    // Before the service starts: the pipe's DACL names the group and the owner.
+    let owner = access::set_up_users(args.for_user.as_deref())?;
 
     let manager = ServiceManager::local_computer(
         None::<&str>,
         ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE,
     )
     .context("cannot open the service manager (run as administrator)")?;
-    let access = ServiceAccess::QUERY_STATUS
+    let rights = ServiceAccess::QUERY_STATUS
         | ServiceAccess::STOP
         | ServiceAccess::CHANGE_CONFIG
         | ServiceAccess::START;
+    let executable = std::env::current_exe().context("cannot find this program's path")?;
     let service = if args.without_service {
-        manager.open_service(SERVICE_NAME, access).context("the MSI has not created the service trellisd")?
+        manager.open_service(SERVICE_NAME, rights).context("the MSI has not created the service trellisd")?
     } else {
-        create_or_update(&manager, access)?
+        access::refuse_writable(&executable)?;
+        create_or_update(&manager, rights, &executable)?
     };
+    if let Some(owner) = &owner {
+        access::name_owner_to_service(owner)?;
+    }
     configure_recovery(&service)?;
+    firewall::allow_inbound(&executable)?;
     if !args.without_service {
         service.start::<&str>(&[]).context("cannot start the service")?;
         println!("  started it (logs: {LOG_DIR}\\trellisd.log)");
@@ -157,23 +157,21 @@ pub fn install(args: &InstallArgs) -> Result<()> {
     Ok(())
 }
 
-fn create_or_update(manager: &ServiceManager, access: ServiceAccess) -> Result<Service> {
-    let executable = std::env::current_exe().context("cannot find this program's path")?;
-    refuse_writable_folder(&executable)?;
+fn create_or_update(manager: &ServiceManager, rights: ServiceAccess, executable: &Path) -> Result<Service> {
     let info = ServiceInfo {
         name: OsString::from(SERVICE_NAME),
         display_name: OsString::from(DISPLAY_NAME),
         service_type: ServiceType::OWN_PROCESS,
         start_type: ServiceStartType::AutoStart,
         error_control: ServiceErrorControl::Normal,
-        executable_path: executable,
+        executable_path: executable.to_path_buf(),
         launch_arguments: vec![OsString::from("--service")],
         dependencies: vec![],
         account_name: None, // LocalSystem
         account_password: None,
     };
     // A reinstall updates the service in place.
-    let service = match manager.open_service(SERVICE_NAME, access) {
+    let service = match manager.open_service(SERVICE_NAME, rights) {
         Ok(service) => {
             if service.query_status()?.current_state != ServiceState::Stopped {
                 service.stop()?;
@@ -185,7 +183,7 @@ fn create_or_update(manager: &ServiceManager, access: ServiceAccess) -> Result<S
             service
         }
         Err(_) => {
-            let service = manager.create_service(&info, access).context("cannot create the service")?;
+            let service = manager.create_service(&info, rights).context("cannot create the service")?;
             println!("  created the service {SERVICE_NAME} (automatic start, LocalSystem)");
             service
         }
@@ -243,27 +241,6 @@ fn secure_state_dir() -> Result<()> {
     Ok(())
 }
 
-/// A LocalSystem service must not run a program that ordinary users may replace: refuse a
-/// folder they may write (`icacls` lists their write rights as (W), (M) or (F)).
-fn refuse_writable_folder(executable: &Path) -> Result<()> {
-    let folder = executable.parent().context("the helper has no folder")?;
-    let out = std::process::Command::new("icacls").arg(folder).output().context("cannot run icacls")?;
-    let acl = String::from_utf8_lossy(&out.stdout);
-    let open_to_users = acl.lines().any(|line| {
-        let line = line.to_ascii_lowercase();
-        let everyone = ["\\users:", "authenticated users:", "everyone:"].iter().any(|who| line.contains(who));
-        everyone && ["(w)", "(m)", "(f)"].iter().any(|right| line.contains(right))
-    });
-    if open_to_users {
-        bail!(
-            "{} may be changed by every user, and the service would run what is there as SYSTEM: \
-             put trellisd.exe under C:\\Program Files",
-            folder.display()
-        );
-    }
-    Ok(())
-}
-
 pub fn uninstall(args: &UninstallArgs) -> Result<()> {
     if args.root.is_some() {
         bail!("--root is for Linux only");
@@ -280,6 +257,7 @@ pub fn uninstall(args: &UninstallArgs) -> Result<()> {
     }
     service.delete()?;
     println!("  removed the service {SERVICE_NAME}");
+    firewall::remove()?;
     if args.purge {
         std::fs::remove_dir_all(STATE_DIR).with_context(|| format!("cannot delete {STATE_DIR}"))?;
         println!("  deleted the device key and state in {STATE_DIR}");
@@ -298,21 +276,6 @@ fn wait_until_stopped(service: &Service) -> Result<()> {
             bail!("{SERVICE_NAME} did not stop within 30 s");
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
-}
-
-/// `net localgroup <args>`; "already there" (system error 1378 or 1379) counts as done.
-fn net_localgroup(args: &[&str], done: &str) -> Result<()> {
-    let out =
-        std::process::Command::new("net").arg("localgroup").args(args).output().context("cannot run net")?;
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        println!("  {done} {USERS_GROUP}");
-    } else if said.contains("1378") || said.contains("1379") {
-        println!("  {USERS_GROUP}: already so");
-    } else {
-        bail!("`net localgroup {}` failed ({}): {}", args.join(" "), out.status, said.trim());
     }
     Ok(())
 }
