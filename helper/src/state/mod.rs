@@ -46,16 +46,27 @@ pub struct Persisted {
 
 impl Persisted {
     fn fresh() -> Self {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        let name = host.trim();
         Self {
             server: None,
             wants_up: false,
-            device_name: DeviceName::sanitize(if name.is_empty() { "device" } else { name }),
+            device_name: name_of_host(&gethostname::gethostname().to_string_lossy()),
             membership: None,
             removed: None,
         }
     }
+}
+
+/// The device's first name: the host's name as the system gives it (gethostname on Unix,
+/// the DNS host name on Windows), without its domain ("alices-macbook-pro", not
+/// "alices-macbook-pro-local"), made a valid device name.
+fn name_of_host(host: &str) -> DeviceName {
+    let host = host.trim();
+    let label = match host.parse::<std::net::IpAddr>() {
+        Ok(_) => host,
+        Err(_) => host.split('.').next().unwrap_or_default(),
+    };
+    // sanitize falls back to "device" when nothing usable is left.
+    DeviceName::sanitize(label)
 }
 
 #[derive(Debug)]
@@ -199,6 +210,22 @@ mod tests {
         let Err(err) = state.device_key() else { panic!("a damaged key must not load") };
         assert!(matches!(err, StateError::BadKey { .. }), "{err}");
         assert_eq!(std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(), "not base64!");
+    }
+
+    #[test]
+    fn the_device_is_named_after_its_host() {
+        let named = |host: &str| name_of_host(host).to_string();
+        assert_eq!(named("Alices-MacBook-Pro.local"), "alices-macbook-pro");
+        assert_eq!(named("DESKTOP-4QK1B2C"), "desktop-4qk1b2c");
+        assert_eq!(named("box.example.org\n"), "box");
+        assert_eq!(named("Alice's PC"), "alice-s-pc");
+        assert_eq!(named("10.0.0.7"), "10-0-0-7");
+        assert_eq!(named(""), "device");
+        assert_eq!(named(".local"), "device");
+        // A fresh state takes this machine's host name, whatever the system.
+        let fresh = Persisted::fresh().device_name;
+        assert_eq!(fresh, name_of_host(&gethostname::gethostname().to_string_lossy()));
+        assert!(fresh.as_str().parse::<DeviceName>().is_ok(), "{fresh}");
     }
 
     #[test]

@@ -5,22 +5,37 @@
 //! device gets the device's overlay address with the network's prefix, so the
 //! network's route points into it without a separate route command (on Linux; on
 //! macOS and Windows the crate adds the interface route the same way — unverified here).
+//! Which name it asks for, per system, is [`name`]'s business.
 
 use std::net::Ipv4Addr;
 
 use trellis_protocol::{OverlayIp, OverlayNet};
+use tun::AbstractDevice;
 
+pub mod name;
 #[cfg(target_os = "linux")]
 mod offload;
+
+pub use name::{requested_name, InvalidTunName, Platform};
 
 /// MTU of the overlay: 1500 minus WireGuard's 80 bytes of worst-case overhead (IPv6
 /// outer header 40 + UDP 8 + WireGuard 32). A relayed path adds a 4-byte ChannelData
 /// header, which 1420 still leaves room for under a 1500-byte path MTU.
 pub const OVERLAY_MTU: u16 = 1420;
 
+/// What creating the device needs, for the error message.
+#[cfg(target_os = "linux")]
+const NEEDS: &str = "the helper needs root and /dev/net/tun";
+#[cfg(target_os = "macos")]
+const NEEDS: &str = "the helper needs root";
+#[cfg(windows)]
+const NEEDS: &str = "the helper needs administrator rights and wintun.dll beside trellisd.exe";
+
 #[derive(Debug, thiserror::Error)]
 pub enum TunError {
-    #[error("cannot create the TUN device {name}: {detail} (the helper needs root and /dev/net/tun)")]
+    #[error(transparent)]
+    InvalidName(#[from] InvalidTunName),
+    #[error("cannot create the TUN device {name}: {detail} ({NEEDS})")]
     Create { name: String, detail: String },
 }
 
@@ -35,6 +50,7 @@ pub struct TunDevice {
     buffers: Buffers,
     #[cfg(not(target_os = "linux"))]
     device: tun::AsyncDevice,
+    /// The interface's name as the system reports it (on macOS, the utun it picked).
     pub name: String,
 }
 
@@ -45,12 +61,26 @@ impl std::fmt::Debug for TunDevice {
 }
 
 impl TunDevice {
+    /// Creates the device, asking for `name` as [`requested_name`] allows on this system;
+    /// [`TunDevice::name`] is the name it got.
     pub fn create(name: &str, ip: OverlayIp, range: OverlayNet) -> Result<Self, TunError> {
+        let requested = requested_name(Platform::CURRENT, name)?;
         let mut config = tun::Configuration::default();
         let netmask = Ipv4Addr::from(u32::MAX << (32 - u32::from(range.prefix())));
-        config.tun_name(name).address(ip.0).netmask(netmask).mtu(OVERLAY_MTU).up();
-        let failed =
-            |e: &dyn std::fmt::Display| TunError::Create { name: name.to_string(), detail: e.to_string() };
+        if let Some(requested) = requested {
+            config.tun_name(requested);
+        }
+        config.address(ip.0).netmask(netmask).mtu(OVERLAY_MTU).up();
+        // A utun is point-to-point: the tun crate adds the network's route (`route -n add
+        // -net <range> <destination>`) only when a destination is set, and without that route
+        // nothing would enter the tunnel. Our own address as the far end points the route at
+        // this utun. Type-checked here, unverified on a real Mac.
+        #[cfg(target_os = "macos")]
+        config.destination(ip.0);
+        let failed = |e: &dyn std::fmt::Display| TunError::Create {
+            name: requested.unwrap_or("utun (any free one)").to_string(),
+            detail: e.to_string(),
+        };
         #[cfg(target_os = "linux")]
         let device = {
             config.platform_config(|p| {
@@ -65,17 +95,34 @@ impl TunDevice {
             }
             device
         };
+        #[cfg(windows)]
+        config.platform_config(|p| p.device_guid(WINDOWS_ADAPTER_GUID));
         #[cfg(not(target_os = "linux"))]
         let device = tun::create_as_async(&config).map_err(|e| failed(&e))?;
-        tracing::info!(device = name, %ip, %range, mtu = OVERLAY_MTU, "TUN device up");
+        // The name it got: on macOS the system picks the utun.
+        let name = match device.tun_name() {
+            Ok(got) => got,
+            Err(e) => {
+                let asked = requested.unwrap_or(name);
+                tracing::warn!(requested = asked, error = %e, "cannot read the TUN device's name back");
+                asked.to_string()
+            }
+        };
+        tracing::info!(device = %name, %ip, %range, mtu = OVERLAY_MTU, "TUN device up");
         Ok(Self {
             device,
             #[cfg(target_os = "linux")]
             buffers: Buffers::default(),
-            name: name.to_string(),
+            name,
         })
     }
 }
+
+/// The wintun adapter's GUID, the same on every start: Windows keys its network profile
+/// (public or private, and so the firewall rules that apply) to it, and a random one
+/// would make a new "Network N" each time. Tailscale fixes its GUID for the same reason.
+#[cfg(windows)]
+const WINDOWS_ADAPTER_GUID: u128 = 0x5c1e_77a1_3f2b_4d6e_9a0c_7e1f_2b8d_4c51;
 
 /// What reads and writes with a virtio-net header need, kept between calls.
 #[cfg(target_os = "linux")]

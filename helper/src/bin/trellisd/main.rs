@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 use trellis_helper::daemon::{Daemon, DaemonConfig};
+use trellis_helper::tun::{requested_name, Platform};
 
 /// The Trellis helper: owns the device key, the TUN device, ICE and WireGuard, and
 /// answers the `trellis` CLI and the desktop app on a local socket.
@@ -34,8 +35,14 @@ struct RunArgs {
     /// The local control socket for `trellis` and the app.
     #[arg(long, env = "TRELLIS_SOCKET", default_value = trellis_helper::paths::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Name of the TUN device.
-    #[arg(long, env = "TRELLIS_TUN", default_value = "trellis0")]
+    /// Name of the TUN device. On macOS `utun` (the system picks a free utunN, logged
+    /// when the tunnel comes up) or `utunN`; on Windows the name of the wintun adapter.
+    #[arg(
+        long,
+        env = "TRELLIS_TUN",
+        value_parser = tun_name,
+        default_value = Platform::CURRENT.default_tun_name()
+    )]
     tun: String,
     /// UDP port for ICE and WireGuard (0: any free port).
     #[arg(long, env = "TRELLIS_PORT", default_value_t = 0)]
@@ -49,6 +56,12 @@ struct RunArgs {
     #[cfg(unix)]
     #[arg(long, env = "TRELLIS_OWNER_UID", value_name = "UID")]
     owner_uid: Option<u32>,
+    /// The same on Windows: the installing user's SID, who may control the helper before
+    /// their membership of `Trellis Users` counts (install-service writes it into the
+    /// service's environment).
+    #[cfg(windows)]
+    #[arg(long, env = trellis_helper::ipc::OWNER_SID_ENV, value_name = "SID")]
+    owner_sid: Option<trellis_helper::ipc::windows_acl::Sid>,
     /// Log filter, as in RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -66,6 +79,11 @@ enum Command {
     /// Stop and remove the service installed by `install-service`; the device key and
     /// state stay unless --purge.
     UninstallService(service::UninstallArgs),
+}
+
+/// Checks `--tun` at start, rather than when the tunnel first comes up.
+fn tun_name(name: &str) -> Result<String, trellis_helper::tun::InvalidTunName> {
+    requested_name(Platform::CURRENT, name).map(|_| name.to_string())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,11 +140,14 @@ async fn run(
     let config =
         DaemonConfig { state_dir: args.state_dir, tun_name: args.tun, port: args.port, name: args.name };
     let daemon = Daemon::start(config).await?;
-    #[allow(unused_mut)] // owner_uid exists on Unix only
     let mut listen = trellis_helper::ipc::ListenOptions::new(&args.socket);
     #[cfg(unix)]
     {
         listen.owner_uid = args.owner_uid;
+    }
+    #[cfg(windows)]
+    {
+        listen.owner_sid = args.owner_sid;
     }
     let server = trellis_helper::daemon::serve_ipc(daemon, &listen).await?;
     ready();
@@ -135,4 +156,18 @@ async fn run(
     drop(server);
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tun_name_has_a_default_per_system_and_is_checked_at_start() {
+        let args = Args::try_parse_from(["trellisd"]).unwrap();
+        assert_eq!(args.run.tun, Platform::CURRENT.default_tun_name());
+        // A name no system takes: a line break.
+        let err = Args::try_parse_from(["trellisd", "--tun", "tun\n0"]).unwrap_err();
+        assert!(err.to_string().contains("cannot name the TUN device"), "{err}");
+    }
 }
