@@ -7,13 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Duration;
 
-use common::{read, send, Device, DEADLINE};
-use trellis_protocol::keys::{auth_proof, generate_secret};
-use trellis_protocol::signal::{ClientMessage, ErrorCode, Request, Response, ServerMessage};
-use trellis_protocol::{PublicKey, PROTOCOL_VERSION};
+use common::{Device, DEADLINE};
+use trellis_protocol::keys::generate_secret;
+use trellis_protocol::signal::{ErrorCode, Request, Response};
+use trellis_protocol::PublicKey;
 
 /// A `trellis-signal` process on loopback; killed with SIGKILL when dropped.
 struct ServerProcess {
@@ -123,87 +121,106 @@ async fn kill_9_and_restart_keep_networks_members_and_invites() {
     assert!(dave.join(&fresh, "dave").await.is_ok());
 }
 
-#[tokio::test]
-async fn sigterm_closes_sessions_and_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut process = ServerProcess::spawn(dir.path(), &[]);
-    let mut device = Device::connect(&process.api, generate_secret()).await;
-    let status = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let error = device.closed_with().await.expect("the server says why it closes");
-    assert!(error.message.contains("shutting down"), "{}", error.message);
-    process.log_line("trellis-signal stopped");
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let exit = loop {
-        if let Some(exit) = process.child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(std::time::Instant::now() < deadline, "the server did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20)); // polling the exit status, not synchronizing
-    };
-    assert!(exit.success(), "{exit:?}");
-}
+/// Tests that need Unix tools (`kill`, `openssl`); the rest of this file also runs on
+/// Windows, under wine (`cargo xtask cross`).
+#[cfg(unix)]
+mod unix_only {
+    use std::sync::Arc;
+    use std::time::Duration;
 
-#[tokio::test]
-async fn tls_serves_wss_with_the_given_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-days",
-            "1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl runs (the test packages install it)");
-    assert!(made.success());
-    let data = dir.path().join("data");
-    let process = ServerProcess::spawn(
-        &data,
-        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
-    );
-    assert!(process.api.starts_with("wss://"), "{}", process.api);
-    let port: u16 = process.api.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap();
+    use trellis_protocol::keys::auth_proof;
+    use trellis_protocol::signal::{ClientMessage, ServerMessage};
+    use trellis_protocol::PROTOCOL_VERSION;
 
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut std::fs::read(&cert).unwrap().as_slice()) {
-        roots.add(c.unwrap()).unwrap();
+    use super::common::{read, send};
+    use super::*;
+
+    // SIGTERM through `kill`. Windows stops the server as a console program (Ctrl-C) or a
+    // service, neither of which wine lets a test send.
+    #[tokio::test]
+    async fn sigterm_closes_sessions_and_exits_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut process = ServerProcess::spawn(dir.path(), &[]);
+        let mut device = Device::connect(&process.api, generate_secret()).await;
+        let status = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let error = device.closed_with().await.expect("the server says why it closes");
+        assert!(error.message.contains("shutting down"), "{}", error.message);
+        process.log_line("trellis-signal stopped");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let exit = loop {
+            if let Some(exit) = process.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20)); // polling the exit status, not synchronizing
+        };
+        assert!(exit.success(), "{exit:?}");
     }
-    let config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .expect("TLS handshake with the server's certificate");
-    let url = format!("wss://localhost:{port}/v1/signal");
-    let (ws, _) = tokio_tungstenite::client_async(url, tls).await.expect("WebSocket over TLS");
-    let mut ws = ws;
-    let Some(ServerMessage::Challenge { server_key, challenge, .. }) = read(&mut ws).await else {
-        panic!("expected a challenge")
-    };
-    let secret = generate_secret();
-    let device_key = PublicKey::of(&secret);
-    let proof = auth_proof(&secret, &server_key, &challenge, &device_key, &server_key).unwrap();
-    send(&mut ws, &ClientMessage::Authenticate { version: PROTOCOL_VERSION, device_key, proof }).await;
-    assert!(matches!(read(&mut ws).await, Some(ServerMessage::Welcome(_))));
 
-    // Plain WebSocket to a TLS port fails instead of talking in the clear.
-    let plain = format!("ws://127.0.0.1:{port}/v1/signal");
-    assert!(tokio_tungstenite::connect_async(plain).await.is_err());
+    // The certificate comes from the `openssl` command, which has no Windows build here. The
+    // TLS code itself has no platform part.
+    #[tokio::test]
+    async fn tls_serves_wss_with_the_given_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-days",
+                "1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs (the test packages install it)");
+        assert!(made.success());
+        let data = dir.path().join("data");
+        let process = ServerProcess::spawn(
+            &data,
+            &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+        );
+        assert!(process.api.starts_with("wss://"), "{}", process.api);
+        let port: u16 = process.api.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut std::fs::read(&cert).unwrap().as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .expect("TLS handshake with the server's certificate");
+        let url = format!("wss://localhost:{port}/v1/signal");
+        let (ws, _) = tokio_tungstenite::client_async(url, tls).await.expect("WebSocket over TLS");
+        let mut ws = ws;
+        let Some(ServerMessage::Challenge { server_key, challenge, .. }) = read(&mut ws).await else {
+            panic!("expected a challenge")
+        };
+        let secret = generate_secret();
+        let device_key = PublicKey::of(&secret);
+        let proof = auth_proof(&secret, &server_key, &challenge, &device_key, &server_key).unwrap();
+        send(&mut ws, &ClientMessage::Authenticate { version: PROTOCOL_VERSION, device_key, proof }).await;
+        assert!(matches!(read(&mut ws).await, Some(ServerMessage::Welcome(_))));
+
+        // Plain WebSocket to a TLS port fails instead of talking in the clear.
+        let plain = format!("ws://127.0.0.1:{port}/v1/signal");
+        assert!(tokio_tungstenite::connect_async(plain).await.is_err());
+    }
 }

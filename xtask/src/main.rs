@@ -4,11 +4,16 @@
 //! * `demo`: two helpers behind NATs join by invite code and talk through the tunnel.
 //! * `bench`: throughput, latency and resource figures against wireguard-go and boringtun.
 //! * `dist`: the Linux packages (.deb, .rpm); `test-deb` installs one here and checks it.
+//! * `cross`: the Windows and macOS builds: clippy, the Windows programs, tests under wine.
+//! * `check-installers`: every XML and plist we ship parses, the WiX fragment compiles with
+//!   wixl, the release workflow passes actionlint and zizmor.
 
 mod app;
 mod bench;
+mod cross;
 mod demo;
 mod dist;
+mod installers_check;
 mod system;
 
 use std::process::ExitCode;
@@ -21,7 +26,8 @@ usage: cargo xtask <task>
 tasks:
   test    build the UI, check formatting, run clippy with -D warnings, then every test:
           the UI's (vitest, Chromium), the workspace's, the real app's (Xvfb, WebDriver),
-          the packages' (dist --debug, test-deb, test-rpm) and the quick bench
+          the packages' (dist --debug, test-deb, test-rpm), the installers and the
+          release workflow (check-installers), Windows and macOS (cross) and the quick bench
   demo    start a signal server and two helpers behind NATs (in network namespaces),
           join them by invite code and ping through the tunnel [--keep | --clean]
   bench   Trellis against wireguard-go and boringtun-cli, join time, helper and signal
@@ -33,6 +39,12 @@ tasks:
           everything is removed again [--debug | FILE.deb]
   test-rpm  check an .rpm from `dist` without installing it: files, modes, scriptlets
           [--debug | FILE.rpm]
+  cross   Windows and macOS, with Debian's Rust and -Zbuild-std: clippy -D warnings on
+          every shipped crate for both, trellisd.exe, trellis.exe and trellis-signal.exe
+          linked by mingw, the Windows unit tests run under wine [--windows | --macos]
+  check-installers  parse every XML and plist file we ship, compile the WiX fragment
+          with wixl and read the MSI's tables back, lint the release workflow with
+          actionlint and zizmor
 ";
 
 fn main() -> ExitCode {
@@ -44,6 +56,8 @@ fn main() -> ExitCode {
         Some("dist") => dist::run(&args[1..]),
         Some("test-deb") => dist::run_deb_test(&args[1..]),
         Some("test-rpm") => dist::run_rpm_check(&args[1..]),
+        Some("check-installers") => installers_check::run(),
+        Some("cross") => cross::run(&args[1..]),
         // Started by `bench` inside the signal server's namespace, not by people.
         Some("bench-signal-load") => bench::loadgen::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
@@ -91,7 +105,7 @@ fn run_test_steps() -> Result<()> {
     ];
     std::env::set_var("TRELLIS_E2E_BIN_DIR", e2e_bin_dir());
     std::env::set_var("TRELLIS_APP_BIN", app::app_binary());
-    let total = steps.len() + 3;
+    let total = steps.len() + 5;
     for (i, (what, cargo_args)) in steps.iter().enumerate() {
         if *what == "tests" {
             std::env::set_var("TRELLIS_TAURI_DRIVER", app::ensure_tauri_driver()?);
@@ -109,9 +123,15 @@ fn run_test_steps() -> Result<()> {
     // After the app's tests: `tauri build` rewrites target/debug/trellis-app in place.
     println!(
         "==> [{}/{total}] packages: cargo xtask dist --debug, test-deb --debug, test-rpm --debug",
-        total - 1
+        total - 3
     );
     dist::build_and_check_debug_packages()?;
+    println!("==> [{}/{total}] installers and the release workflow: cargo xtask check-installers", total - 2);
+    installers_check::run()?;
+    // Debian's Rust for the other targets: its own target directory, nothing shared with the
+    // builds above (docs/ARCHITECTURE.md, "Windows and macOS here").
+    println!("==> [{}/{total}] Windows and macOS: cargo xtask cross", total - 1);
+    cross::run(&[])?;
     // The benchmarks' quick check: the bench runs and Trellis carries traffic. Its figures
     // are printed, never asserted (see docs/PERFORMANCE.md).
     println!("==> [{total}/{total}] bench: cargo xtask bench --quick");
