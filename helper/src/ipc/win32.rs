@@ -34,7 +34,10 @@ use windows_sys::Win32::Security::{
 };
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 
-use super::windows_acl::{Ace, ObjectSecurity, Sid, ACCESS_ALLOWED_ACE_TYPE, ACCESS_DENIED_ACE_TYPE};
+use super::windows_acl::{
+    Ace, ObjectSecurity, Sid, ACCESS_ALLOWED_ACE_TYPE, ACCESS_ALLOWED_CALLBACK_ACE_TYPE,
+    ACCESS_DENIED_ACE_TYPE,
+};
 
 /// A self-relative security descriptor built from SDDL (allocated by Windows, freed with
 /// `LocalFree`).
@@ -173,9 +176,12 @@ unsafe fn read_security(owner: PSID, dacl: *const ACL) -> io::Result<ObjectSecur
         }
         // SAFETY: every ACE starts with an ACE_HEADER, and ACEs are 4-byte aligned.
         let header = unsafe { *ace.cast::<ACE_HEADER>() };
-        let sid = if [ACCESS_ALLOWED_ACE_TYPE, ACCESS_DENIED_ACE_TYPE].contains(&header.AceType) {
-            // SAFETY: allowed and denied ACEs share ACCESS_ALLOWED_ACE's layout; the SID
-            // starts at SidStart and lies within the ACE.
+        let sid = if [ACCESS_ALLOWED_ACE_TYPE, ACCESS_DENIED_ACE_TYPE, ACCESS_ALLOWED_CALLBACK_ACE_TYPE]
+            .contains(&header.AceType)
+        {
+            // SAFETY: allowed, denied and callback ACEs share ACCESS_ALLOWED_ACE's layout (a
+            // callback ACE's condition follows its SID); the SID starts at SidStart and lies
+            // within the ACE.
             Some(unsafe { sid_string((&raw mut (*ace.cast::<ACCESS_ALLOWED_ACE>()).SidStart).cast()) }?)
         } else {
             None
@@ -190,7 +196,13 @@ unsafe fn read_security(owner: PSID, dacl: *const ACL) -> io::Result<ObjectSecur
 /// The SID of the local group `name`, or `None` when there is no such local group (a
 /// domain group or a user of that name does not count).
 pub fn local_group_sid(name: &str) -> io::Result<Option<Sid>> {
-    let Some((mut sid, kind)) = account_sid(name)? else {
+    // Qualified by this computer's name: unqualified, LookupAccountName also finds a
+    // domain's group of that name, and a domain local group is an alias too.
+    let qualified = match std::env::var("COMPUTERNAME") {
+        Ok(computer) if !computer.is_empty() => format!("{computer}\\{name}"),
+        _ => name.to_string(),
+    };
+    let Some((mut sid, kind)) = account_sid(&qualified)? else {
         return Ok(None);
     };
     if kind != SidTypeAlias {

@@ -195,6 +195,18 @@ impl PipeAccess {
 /// ACE types (winnt.h).
 pub const ACCESS_ALLOWED_ACE_TYPE: u8 = 0;
 pub const ACCESS_DENIED_ACE_TYPE: u8 = 1;
+pub const ACCESS_ALLOWED_OBJECT_ACE_TYPE: u8 = 5;
+/// A conditional allow entry: laid out as an allowed ACE, with its condition after the SID.
+pub const ACCESS_ALLOWED_CALLBACK_ACE_TYPE: u8 = 9;
+pub const ACCESS_ALLOWED_CALLBACK_OBJECT_ACE_TYPE: u8 = 11;
+/// Every type of entry that grants rights. Whatever its condition or object type, such an
+/// entry is read as granting them: the check errs towards refusing.
+const ALLOW_TYPES: [u8; 4] = [
+    ACCESS_ALLOWED_ACE_TYPE,
+    ACCESS_ALLOWED_OBJECT_ACE_TYPE,
+    ACCESS_ALLOWED_CALLBACK_ACE_TYPE,
+    ACCESS_ALLOWED_CALLBACK_OBJECT_ACE_TYPE,
+];
 /// ACE flags (winnt.h).
 pub const OBJECT_INHERIT_ACE: u8 = 0x01;
 pub const CONTAINER_INHERIT_ACE: u8 = 0x02;
@@ -205,8 +217,9 @@ pub const INHERITED_ACE: u8 = 0x10;
 /// One entry of a DACL.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Ace {
-    /// [`ACCESS_ALLOWED_ACE_TYPE`], [`ACCESS_DENIED_ACE_TYPE`], or another type (object
-    /// and callback ACEs), whose SID is then not read.
+    /// [`ACCESS_ALLOWED_ACE_TYPE`], [`ACCESS_DENIED_ACE_TYPE`],
+    /// [`ACCESS_ALLOWED_CALLBACK_ACE_TYPE`] (their SIDs are read), or another type (object
+    /// ACEs), whose SID is then not read.
     pub kind: u8,
     pub flags: u8,
     pub mask: u32,
@@ -242,6 +255,12 @@ pub const CHANGE_RIGHTS: u32 = FILE_WRITE_DATA
     | GENERIC_WRITE
     | GENERIC_ALL;
 
+/// Rights on a folder *above* the helper's that let their holder put another folder in the
+/// helper's place: rename or remove it (DELETE), or one of its children
+/// (FILE_DELETE_CHILD), or take it over (its ACL or owner). Adding a folder beside ours, as
+/// Authenticated Users may in `C:\`, is not among them.
+pub const REPLACE_RIGHTS: u32 = FILE_DELETE_CHILD | DELETE | WRITE_DAC | WRITE_OWNER | GENERIC_ALL;
+
 /// Who besides the administration may change an object, and how.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum OpenToOthers {
@@ -249,8 +268,10 @@ pub enum OpenToOthers {
     NoDacl,
     /// Owned by another account, which may therefore rewrite its ACL.
     Owner(Sid),
-    /// An ACE grants another account some of [`CHANGE_RIGHTS`].
-    Granted { sid: Sid, mask: u32 },
+    /// An ACE grants another account `rights` (those of the rights asked about).
+    Granted { sid: Sid, rights: u32 },
+    /// An allow entry of a type whose SID is not read grants `rights`: it may be anyone.
+    GrantedUnread { kind: u8, rights: u32 },
 }
 
 impl fmt::Display for OpenToOthers {
@@ -258,9 +279,11 @@ impl fmt::Display for OpenToOthers {
         match self {
             OpenToOthers::NoDacl => f.write_str("it has no access control list, so everyone may change it"),
             OpenToOthers::Owner(sid) => write!(f, "it belongs to {sid}, who may change its permissions"),
-            OpenToOthers::Granted { sid, mask } => {
-                write!(f, "{sid} may change it (rights {:#x})", mask & CHANGE_RIGHTS)
-            }
+            OpenToOthers::Granted { sid, rights } => write!(f, "{sid} may change it (rights {rights:#x})"),
+            OpenToOthers::GrantedUnread { kind, rights } => write!(
+                f,
+                "an access entry of type {kind}, whose account is not checked, may change it (rights {rights:#x})"
+            ),
         }
     }
 }
@@ -276,6 +299,17 @@ impl fmt::Display for OpenToOthers {
 /// against allow entries: an allow entry counts even if a deny entry might cancel it,
 /// erring towards refusing.
 pub fn changeable_by_others(security: &ObjectSecurity) -> Option<OpenToOthers> {
+    open_to_others(security, CHANGE_RIGHTS)
+}
+
+/// Whether anyone but the administration may put another folder in the place of this one,
+/// a folder above the helper's: its owner, or an allow entry with some of
+/// [`REPLACE_RIGHTS`] for another account; weighed as in [`changeable_by_others`].
+pub fn replaceable_by_others(security: &ObjectSecurity) -> Option<OpenToOthers> {
+    open_to_others(security, REPLACE_RIGHTS)
+}
+
+fn open_to_others(security: &ObjectSecurity, asked: u32) -> Option<OpenToOthers> {
     use well_known::{CREATOR_GROUP, CREATOR_OWNER, OWNER_RIGHTS};
     let Some(dacl) = &security.dacl else {
         return Some(OpenToOthers::NoDacl);
@@ -287,11 +321,12 @@ pub fn changeable_by_others(security: &ObjectSecurity) -> Option<OpenToOthers> {
         sid.is_administration() || [CREATOR_OWNER, CREATOR_GROUP, OWNER_RIGHTS].contains(&sid.as_str())
     };
     dacl.iter()
-        .filter(|ace| ace.kind == ACCESS_ALLOWED_ACE_TYPE && ace.applies_to_object())
-        .filter(|ace| ace.mask & CHANGE_RIGHTS != 0)
-        .find_map(|ace| {
-            let sid = ace.sid.as_ref().filter(|sid| !stands_for_no_one_else(sid))?;
-            Some(OpenToOthers::Granted { sid: sid.clone(), mask: ace.mask })
+        .filter(|ace| ALLOW_TYPES.contains(&ace.kind) && ace.applies_to_object())
+        .filter(|ace| ace.mask & asked != 0)
+        .find_map(|ace| match &ace.sid {
+            None => Some(OpenToOthers::GrantedUnread { kind: ace.kind, rights: ace.mask & asked }),
+            Some(sid) if stands_for_no_one_else(sid) => None,
+            Some(sid) => Some(OpenToOthers::Granted { sid: sid.clone(), rights: ace.mask & asked }),
         })
 }
 
@@ -428,12 +463,12 @@ mod tests {
         // C:\ itself: Authenticated Users may add subfolders (icacls: (AD)).
         assert_eq!(
             with(Ace::allow(AUTHENTICATED_USERS, FILE_APPEND_DATA, 0)),
-            Some(OpenToOthers::Granted { sid: sid(AUTHENTICATED_USERS), mask: FILE_APPEND_DATA })
+            Some(OpenToOthers::Granted { sid: sid(AUTHENTICATED_USERS), rights: FILE_APPEND_DATA })
         );
         // A folder in someone's profile: theirs to change, so theirs to turn into SYSTEM.
         assert_eq!(
             with(Ace::allow(ALICE, FILE_ALL_ACCESS, INHERITED_ACE)),
-            Some(OpenToOthers::Granted { sid: sid(ALICE), mask: FILE_ALL_ACCESS })
+            Some(OpenToOthers::Granted { sid: sid(ALICE), rights: FILE_ALL_ACCESS & CHANGE_RIGHTS })
         );
         for mask in
             [FILE_WRITE_DATA, FILE_DELETE_CHILD, DELETE, WRITE_DAC, WRITE_OWNER, GENERIC_WRITE, GENERIC_ALL]
@@ -453,8 +488,16 @@ mod tests {
         assert_eq!(with(deny.clone()), None);
         let denied_then_allowed = vec![deny, Ace::allow(USERS, GENERIC_WRITE, 0)];
         assert!(changeable_by_others(&secured(ADMINISTRATORS, denied_then_allowed)).is_some());
-        // An ACE type whose SID is not read cannot be judged, and is not counted.
-        assert_eq!(with(Ace { kind: 5, flags: 0, mask: GENERIC_ALL, sid: None }), None);
+        // An allow entry whose SID is not read (an object ACE) may be anyone's: refused.
+        let object_ace = Ace { kind: ACCESS_ALLOWED_OBJECT_ACE_TYPE, flags: 0, mask: GENERIC_ALL, sid: None };
+        assert_eq!(with(object_ace), Some(OpenToOthers::GrantedUnread { kind: 5, rights: GENERIC_ALL }));
+        // A conditional (callback) allow entry counts as granting, whatever its condition.
+        let callback = Ace { kind: ACCESS_ALLOWED_CALLBACK_ACE_TYPE, ..Ace::allow(USERS, GENERIC_WRITE, 0) };
+        assert!(matches!(with(callback), Some(OpenToOthers::Granted { .. })));
+        // An unread entry that only reads changes nothing.
+        let reading =
+            Ace { kind: ACCESS_ALLOWED_OBJECT_ACE_TYPE, flags: 0, mask: FILE_GENERIC_READ, sid: None };
+        assert_eq!(with(reading), None);
     }
 
     #[test]
@@ -467,8 +510,41 @@ mod tests {
                 Some(OpenToOthers::Owner(sid(owner)))
             );
         }
-        let text = OpenToOthers::Granted { sid: sid(USERS), mask: FILE_ALL_ACCESS }.to_string();
+        let text = OpenToOthers::Granted { sid: sid(USERS), rights: DELETE }.to_string();
         assert!(text.contains("S-1-5-32-545 may change it"), "{text}");
+    }
+
+    #[test]
+    fn folders_above_the_helpers_are_checked_for_who_may_replace_them() {
+        // C:\ on a fresh Windows: Authenticated Users may add folders (AD) and get Modify on
+        // what they create (inherit-only); neither lets them move Program Files aside.
+        let to_children = OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE | INHERIT_ONLY_ACE;
+        let drive_root = vec![
+            Ace::allow(ADMINISTRATORS, FILE_ALL_ACCESS, 0),
+            Ace::allow(LOCAL_SYSTEM, FILE_ALL_ACCESS, 0),
+            Ace::allow(USERS, FILE_GENERIC_READ | FILE_EXECUTE, 0),
+            Ace::allow(AUTHENTICATED_USERS, FILE_APPEND_DATA, 0),
+            Ace::allow(AUTHENTICATED_USERS, DELETE | GENERIC_WRITE | GENERIC_READ, to_children),
+        ];
+        let root = secured(TRUSTED_INSTALLER, drive_root);
+        assert_eq!(replaceable_by_others(&root), None);
+        assert!(changeable_by_others(&root).is_some(), "adding a folder is changing C: itself");
+        assert_eq!(replaceable_by_others(&secured(TRUSTED_INSTALLER, program_files_folder())), None);
+        // C:\Tools, made by Alice without elevation: hers, so she may rename it and put
+        // another Trellis folder in its place.
+        assert_eq!(
+            replaceable_by_others(&secured(ALICE, program_files_folder())),
+            Some(OpenToOthers::Owner(sid(ALICE)))
+        );
+        for right in [DELETE, FILE_DELETE_CHILD, WRITE_DAC, WRITE_OWNER, GENERIC_ALL] {
+            let mut dacl = program_files_folder();
+            dacl.push(Ace::allow(USERS, right, INHERITED_ACE));
+            assert_eq!(
+                replaceable_by_others(&secured(ADMINISTRATORS, dacl)),
+                Some(OpenToOthers::Granted { sid: sid(USERS), rights: right }),
+                "{right:#x}"
+            );
+        }
     }
 
     fn sid(text: &str) -> Sid {

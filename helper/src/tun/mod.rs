@@ -96,7 +96,14 @@ impl TunDevice {
             device
         };
         #[cfg(windows)]
-        config.platform_config(|p| p.device_guid(WINDOWS_ADAPTER_GUID));
+        config.platform_config(|p| {
+            p.device_guid(WINDOWS_ADAPTER_GUID);
+            // By full path: loaded by bare name, Windows would go on to search PATH, whose
+            // folders a user may write to, for a DLL that runs as SYSTEM.
+            if let Ok(exe) = std::env::current_exe() {
+                p.wintun_file(exe.with_file_name("wintun.dll"));
+            }
+        });
         #[cfg(not(target_os = "linux"))]
         let device = tun::create_as_async(&config).map_err(|e| failed(&e))?;
         // The name it got: on macOS the system picks the utun.

@@ -148,7 +148,13 @@ pub fn install(args: &InstallArgs) -> Result<()> {
         access::name_owner_to_service(owner)?;
     }
     configure_recovery(&service)?;
-    firewall::allow_inbound(&executable)?;
+    // Not fatal: with the firewall service off or managed by policy, netsh fails, and an
+    // MSI whose custom action failed would roll the whole install back. Without the rule,
+    // peers still connect, through the relay when the firewall drops what they send.
+    if let Err(e) = firewall::allow_inbound(&executable) {
+        eprintln!("  warning: no inbound firewall rule for {}: {e:#}", executable.display());
+        eprintln!("  (peers may then reach this device only through the relay)");
+    }
     if !args.without_service {
         service.start::<&str>(&[]).context("cannot start the service")?;
         println!("  started it (logs: {LOG_DIR}\\trellisd.log)");

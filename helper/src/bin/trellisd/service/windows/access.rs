@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use trellis_helper::ipc::win32;
-use trellis_helper::ipc::windows_acl::{changeable_by_others, Sid};
+use trellis_helper::ipc::windows_acl::{changeable_by_others, replaceable_by_others, Sid};
 use trellis_helper::ipc::{OWNER_SID_ENV, TRELLIS_USERS_GROUP};
 
 use super::SERVICE_NAME;
@@ -143,6 +143,9 @@ pub fn name_owner_to_service(owner: &Sid) -> Result<()> {
 /// helper's folder (add a file beside it, such as a DLL it loads, or remove it) or the
 /// program itself. Reads the ACLs through Windows, not `icacls`' output, whose words are
 /// in the system's language.
+///
+/// The folders above it count too: whoever may rename or remove one of them (or take it
+/// over) may put another folder with another trellisd.exe in its place.
 pub fn refuse_writable(executable: &Path) -> Result<()> {
     let folder = executable.parent().context("the helper has no folder")?;
     for path in [folder, executable] {
@@ -152,6 +155,16 @@ pub fn refuse_writable(executable: &Path) -> Result<()> {
                 "{} may be changed by others than SYSTEM and Administrators ({why}), and the service \
                  would run what is there as SYSTEM: put trellisd.exe under C:\\Program Files",
                 path.display()
+            );
+        }
+    }
+    for above in folder.ancestors().skip(1) {
+        let security = win32::path_security(above)?;
+        if let Some(why) = replaceable_by_others(&security) {
+            bail!(
+                "{} may be renamed or replaced by others than SYSTEM and Administrators ({why}), and with \
+                 it the helper the service runs as SYSTEM: put trellisd.exe under C:\\Program Files",
+                above.display()
             );
         }
     }
