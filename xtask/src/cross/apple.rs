@@ -3,9 +3,9 @@
 //! Only type-checking runs for macOS (`cargo clippy`), but build scripts still compile C:
 //! ring's does, for rustls. The `cc` crate would call gcc with `-arch`; clang with a target
 //! compiles for Apple on Linux, and ring needs only four SDK headers, whose few
-//! declarations are written here as stand-ins. Objective-C that imports Apple's frameworks
-//! (mac-notification-sys, under the app's notifications) cannot be compiled without the
-//! SDK: the compiler wrapper turns each such source into an empty object and says so.
+//! declarations are written here as stand-ins. Objective-C (mac-notification-sys under the
+//! app's notifications, objc2-exception-helper under the tray) cannot be compiled without
+//! the SDK: the compiler wrapper turns each such source into an empty object and says so.
 //! Nothing built this way is linked or run, and the Rust is type-checked all the same.
 
 use std::path::{Path, PathBuf};
