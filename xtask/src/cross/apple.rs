@@ -4,7 +4,7 @@
 //! ring's does, for rustls. The `cc` crate would call gcc with `-arch`; clang with a target
 //! compiles for Apple on Linux, and ring needs only four SDK headers, whose few
 //! declarations are written here as stand-ins. Objective-C (mac-notification-sys under the
-//! app's notifications, objc2-exception-helper under the tray) cannot be compiled without
+//! app's notifications, objc2-exception-helper under objc2, for the app) cannot be compiled without
 //! the SDK: the compiler wrapper turns each such source into an empty object and says so.
 //! Nothing built this way is linked or run, and the Rust is type-checked all the same.
 
