@@ -94,58 +94,63 @@ impl Drop for SecurityDescriptor {
 
 /// The owner and DACL of the object behind `handle` (a pipe instance, a file).
 pub fn handle_security(handle: &impl AsRawHandle) -> io::Result<ObjectSecurity> {
-    let (mut owner, mut dacl, mut descriptor): (PSID, *mut ACL, PSECURITY_DESCRIPTOR) =
-        (null_mut(), null_mut(), null_mut());
-    // SAFETY: the handle is open for as long as `handle` is borrowed; the out-pointers are
-    // valid; `descriptor` receives a LocalAlloc'ed block that owns what `owner` and `dacl`
-    // point into.
-    let status = unsafe {
-        GetSecurityInfo(
-            handle.as_raw_handle() as HANDLE,
-            SE_KERNEL_OBJECT,
-            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
-            &mut owner,
-            null_mut(),
-            &mut dacl,
-            null_mut(),
-            &mut descriptor,
-        )
-    };
-    if status != ERROR_SUCCESS {
-        return Err(io::Error::from_raw_os_error(status as i32));
+    // SAFETY: the handle is open for as long as `handle` is borrowed; GetSecurityInfo sets
+    // the out-pointers as `owner_and_dacl` requires.
+    unsafe {
+        owner_and_dacl(|owner, dacl, descriptor| {
+            GetSecurityInfo(
+                handle.as_raw_handle() as HANDLE,
+                SE_KERNEL_OBJECT,
+                OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+                owner,
+                null_mut(),
+                dacl,
+                null_mut(),
+                descriptor,
+            )
+        })
     }
-    let descriptor = LocalBox(descriptor);
-    // SAFETY: `owner` and `dacl` point into `descriptor` (or are null), which is alive.
-    let security = unsafe { read_security(owner, dacl) };
-    drop(descriptor);
-    security
 }
 
 /// The owner and DACL of the file or folder at `path`.
 pub fn path_security(path: &Path) -> io::Result<ObjectSecurity> {
     let name: Vec<u16> = path.as_os_str().encode_wide().chain(Some(0)).collect();
+    // SAFETY: `name` is NUL-terminated and outlives the call; GetNamedSecurityInfoW sets the
+    // out-pointers as `owner_and_dacl` requires.
+    let security = unsafe {
+        owner_and_dacl(|owner, dacl, descriptor| {
+            GetNamedSecurityInfoW(
+                name.as_ptr(),
+                SE_FILE_OBJECT,
+                OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+                owner,
+                null_mut(),
+                dacl,
+                null_mut(),
+                descriptor,
+            )
+        })
+    };
+    security.map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot read the access control of {}: {e}", path.display()))
+    })
+}
+
+/// Calls `get` (GetSecurityInfo or GetNamedSecurityInfoW, asked for the owner and the DACL)
+/// with fresh out-pointers for the owner, the DACL and the descriptor, and reads what it
+/// returned into plain data, freeing the descriptor after.
+///
+/// # Safety
+/// `get` returns a Win32 error code; on ERROR_SUCCESS it has set the owner and the DACL to
+/// null or to places inside the LocalAlloc'ed descriptor it has set.
+unsafe fn owner_and_dacl(
+    get: impl FnOnce(&mut PSID, &mut *mut ACL, &mut PSECURITY_DESCRIPTOR) -> u32,
+) -> io::Result<ObjectSecurity> {
     let (mut owner, mut dacl, mut descriptor): (PSID, *mut ACL, PSECURITY_DESCRIPTOR) =
         (null_mut(), null_mut(), null_mut());
-    // SAFETY: `name` is NUL-terminated; the out-pointers are valid; `descriptor` receives a
-    // LocalAlloc'ed block that owns what `owner` and `dacl` point into.
-    let status = unsafe {
-        GetNamedSecurityInfoW(
-            name.as_ptr(),
-            SE_FILE_OBJECT,
-            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
-            &mut owner,
-            null_mut(),
-            &mut dacl,
-            null_mut(),
-            &mut descriptor,
-        )
-    };
+    let status = get(&mut owner, &mut dacl, &mut descriptor);
     if status != ERROR_SUCCESS {
-        let e = io::Error::from_raw_os_error(status as i32);
-        return Err(io::Error::new(
-            e.kind(),
-            format!("cannot read the access control of {}: {e}", path.display()),
-        ));
+        return Err(io::Error::from_raw_os_error(status as i32));
     }
     let descriptor = LocalBox(descriptor);
     // SAFETY: `owner` and `dacl` point into `descriptor` (or are null), which is alive.

@@ -62,11 +62,12 @@ impl IpcListener {
     pub fn bind(options: &ListenOptions) -> io::Result<Self> {
         let users_group = options.users_group.as_deref().and_then(group_sid);
         let access = PipeAccess { users_group, owner: options.owner_sid.clone() };
-        let security = SecurityDescriptor::from_sddl(&access.sddl())?;
+        let sddl = access.sddl();
+        let security = SecurityDescriptor::from_sddl(&sddl)?;
         let next = create_instance(&security, &options.path, true).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot create the pipe {}: {e}", options.path.display()))
         })?;
-        tracing::info!(path = %options.path.display(), sddl = %access.sddl(), "IPC listening");
+        tracing::info!(path = %options.path.display(), %sddl, "IPC listening");
         Ok(Self { path: options.path.clone(), access, security, next })
     }
 

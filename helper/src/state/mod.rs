@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(named("DESKTOP-4QK1B2C"), "desktop-4qk1b2c");
         assert_eq!(named("box.example.org\n"), "box");
         assert_eq!(named("Alice's PC"), "alice-s-pc");
-        assert_eq!(named("10.0.0.7"), "10-0-0-7");
+        assert_eq!(named("192.0.2.7"), "192-0-2-7");
         assert_eq!(named(""), "device");
         assert_eq!(named(".local"), "device");
         // A fresh state takes this machine's host name, whatever the system.

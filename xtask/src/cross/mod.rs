@@ -15,7 +15,7 @@ mod toolchain;
 mod wine;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -187,7 +187,7 @@ fn run_tests(command: &mut Command) -> Result<(TestCounts, Result<()>)> {
 }
 
 /// "trellisd.exe (8.1 MB)", after checking it is a Windows executable at all.
-fn describe_pe(path: &PathBuf) -> Result<String> {
+fn describe_pe(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("{} was not built", path.display()))?;
     ensure!(bytes.starts_with(b"MZ"), "{} is not a Windows executable", path.display());
     let name = path.file_name().unwrap_or_default().to_string_lossy();
