@@ -103,6 +103,18 @@ pub(crate) fn is_wireguard_data(d: &[u8]) -> bool {
     d.first() == Some(&4)
 }
 
+/// Whether a WireGuard datagram is a keepalive: a data message with no payload (header
+/// and tag only).
+pub(crate) fn is_wireguard_keepalive(d: &[u8]) -> bool {
+    is_wireguard_data(d) && d.len() == WIREGUARD_MIN_LEN
+}
+
+/// Whether a WireGuard datagram is a cookie reply (type 3, 64 bytes): the peer, under
+/// load, did not answer our handshake message and asks for it again with the cookie.
+pub(crate) fn is_wireguard_cookie_reply(d: &[u8]) -> bool {
+    d.first() == Some(&3) && d.len() == 64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,6 +159,7 @@ pub(crate) struct IceTransmit {
 /// One peer's ICE agent (rtc-ice, UDP, one component, mDNS off).
 pub(crate) struct PathAgent {
     agent: Agent,
+    crypto: Arc<dyn RTCCryptoProvider>,
 }
 
 impl std::fmt::Debug for PathAgent {
@@ -182,7 +183,19 @@ const NON_DIRECT_MIN_WAIT: Duration = Duration::from_secs(3);
 
 impl PathAgent {
     pub(crate) fn new(now: Instant, crypto: Arc<dyn RTCCryptoProvider>) -> Result<Self, RtcError> {
+        Ok(Self { agent: Self::agent(now, &crypto, String::new(), String::new())?, crypto })
+    }
+
+    /// A fresh agent; empty credentials are chosen at random.
+    fn agent(
+        now: Instant,
+        crypto: &Arc<dyn RTCCryptoProvider>,
+        local_ufrag: String,
+        local_pwd: String,
+    ) -> Result<Agent, RtcError> {
         let config = AgentConfig {
+            local_ufrag,
+            local_pwd,
             // mDNS (QueryOnly by default) would claim every datagram from port 5353.
             multicast_dns_mode: MulticastDnsMode::Disabled,
             network_types: vec![NetworkType::Udp4, NetworkType::Udp6],
@@ -195,7 +208,7 @@ impl PathAgent {
             relay_acceptance_min_wait: Some(NON_DIRECT_MIN_WAIT),
             ..Default::default()
         };
-        Ok(Self { agent: Agent::new(now, Arc::new(config), crypto)? })
+        Agent::new(now, Arc::new(config), crypto.clone())
     }
 
     /// Our current ICE credentials (ufrag, pwd).
@@ -210,15 +223,22 @@ impl PathAgent {
 
     /// Starts a new session with new credentials: forgets the remote side (credentials,
     /// candidates, pairs, selected pair) and replaces the local candidates with `locals`.
+    ///
+    /// A fresh agent rather than rtc-ice's `restart`: a restarted agent keeps the start of
+    /// its previous checking phase when its last check ran while checking (rtc-ice 0.21
+    /// resets it only on a state change it observes), and fails the new session at once if
+    /// that was more than 30 s ago — seen after a process stop that came moments after
+    /// connecting.
     pub(crate) fn restart(&mut self, now: Instant, locals: &[LocalCandidate]) -> Result<(), RtcError> {
-        self.agent.restart(now, String::new(), String::new(), false)?;
+        self.agent = Self::agent(now, &self.crypto, String::new(), String::new())?;
         self.add_locals(locals);
         Ok(())
     }
 
     /// Like [`Self::restart`], keeping our credentials: the peer restarted, we follow.
     pub(crate) fn reset(&mut self, now: Instant, locals: &[LocalCandidate]) -> Result<(), RtcError> {
-        self.agent.apply_restart(now, false)?;
+        let (ufrag, pwd) = self.credentials();
+        self.agent = Self::agent(now, &self.crypto, ufrag, pwd)?;
         self.add_locals(locals);
         Ok(())
     }

@@ -8,14 +8,18 @@
 //! * `relay`: the relay server client: server-reflexive address, TURN allocation.
 //! * `peer`: one peer: ICE sessions (the `PeerSignal` protocol), `Tunn`, health.
 //! * `icmp`: IPv4 addresses and the ICMP echoes of [`Engine::ping`].
+//! * `suspend`: noticing a sleep or a stop from two clocks, for [`Engine::handle_resume`].
 
 mod demux;
 mod ice;
 mod icmp;
 mod peer;
 mod relay;
+mod suspend;
 #[cfg(test)]
 mod tests;
+
+pub use suspend::{SuspendDetector, SUSPEND_THRESHOLD};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -92,6 +96,17 @@ impl std::fmt::Debug for RelayServer {
     }
 }
 
+/// The host address the relay client uses as its base: the first of the server's address
+/// family, else the first, else none (the unspecified address, until the machine has one).
+fn relay_base(host_addrs: &[SocketAddr], server: SocketAddr) -> SocketAddr {
+    host_addrs
+        .iter()
+        .find(|a| a.is_ipv4() == server.is_ipv4())
+        .or(host_addrs.first())
+        .copied()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
 /// One other member of the network.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct PeerConfig {
@@ -138,6 +153,14 @@ pub enum EngineEvent {
     RelayFailed {
         reason: String,
         retry_in: Option<Duration>,
+    },
+    /// The path to the peer stopped carrying traffic: WireGuard data went unanswered and a
+    /// test handshake too, or ICE lost consent (5 s without traffic), or WireGuard was
+    /// silent for a minute. The engine is finding a new path (ICE restarted at once), which
+    /// needs the signal server: a NAT that rebound has killed the signal connection too, so
+    /// check it now rather than at its next keepalive.
+    PathLost {
+        key: PublicKey,
     },
 }
 
@@ -208,7 +231,8 @@ impl Outputs {
 /// The connection engine: a sans-IO state machine, no socket, no TUN, no clock, no task.
 ///
 /// # Contract
-/// 1. [`Engine::new`]; [`Engine::set_relay`] once the signal server handed out TURN
+/// 1. [`Engine::new`] (with no host address at all if the machine has none yet);
+///    [`Engine::set_relay`] once the signal server handed out TURN
 ///    credentials (and again with fresh ones before they expire); [`Engine::set_peers`]
 ///    with the network's other members whenever membership or presence changes.
 /// 2. Feed every input as it happens, with the current time (`now` never goes backwards):
@@ -216,7 +240,9 @@ impl Outputs {
 ///      it arrived on (one of [`EngineConfig::host_addrs`]);
 ///    * each IP packet read from the TUN: [`Engine::handle_tun_packet`];
 ///    * each opened sealed envelope from a peer: [`Engine::handle_signal`];
-///    * when [`Engine::poll_timeout`] has passed: [`Engine::handle_timeout`].
+///    * when [`Engine::poll_timeout`] has passed: [`Engine::handle_timeout`];
+///    * when the machine's addresses changed: [`Engine::set_host_addrs`];
+///    * after a sleep or a stop ([`SuspendDetector`]): [`Engine::handle_resume`].
 /// 3. After each input, drain the outputs: [`Engine::poll_transmit`] (send from the socket),
 ///    [`Engine::poll_tun_packet`] (write to the TUN), [`Engine::poll_signal`] (seal and send
 ///    through the signal server), [`Engine::poll_event`]. Hand each datagram's and packet's
@@ -315,13 +341,7 @@ impl Engine {
             (server, _) => {
                 self.drop_relay(now);
                 if let Some(server) = server {
-                    let local = self
-                        .host_addrs
-                        .iter()
-                        .find(|a| a.is_ipv4() == server.addr.is_ipv4())
-                        .or(self.host_addrs.first())
-                        .copied()
-                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let local = relay_base(&self.host_addrs, server.addr);
                     match RelayClient::new(&server, local, self.crypto.clone(), now) {
                         Ok(client) => {
                             tracing::info!(server = %server.addr, "relay server set");
@@ -335,6 +355,61 @@ impl Engine {
                     }
                 }
             }
+        }
+        self.finish(now);
+    }
+
+    /// The machine's addresses changed: `host_addrs` (concrete ip:port of the one socket, as
+    /// in [`EngineConfig::host_addrs`]; may be empty) replace the host candidates. When the
+    /// set differs, every peer restarts ICE at once with the new candidates (and so does
+    /// the peer, following us), the relay client asks the server for our public address
+    /// again, and allocates anew from another address if its own is gone. WireGuard stays
+    /// on a path that still works meanwhile.
+    pub fn set_host_addrs(&mut self, host_addrs: Vec<SocketAddr>, now: Instant) {
+        let sorted = |addrs: &[SocketAddr]| {
+            let mut addrs = addrs.to_vec();
+            addrs.sort_unstable();
+            addrs.dedup();
+            addrs
+        };
+        if sorted(&host_addrs) == sorted(&self.host_addrs) {
+            return;
+        }
+        tracing::info!(old = ?self.host_addrs, new = ?host_addrs, "host addresses changed");
+        self.host_addrs = host_addrs;
+        if let Some(relay) = self.relay.as_mut() {
+            if self.host_addrs.contains(&relay.local()) {
+                // Same base, but the route out (and so the NAT mapping) may have changed.
+                relay.refresh_binding(now);
+            } else {
+                relay.rebase(now, relay_base(&self.host_addrs, relay.server()));
+            }
+        }
+        // Every peer restarts below with these; what the relay learns later is trickled.
+        self.locals = self.compute_locals();
+        let (peers, mut ctx) = self.parts(now);
+        for peer in peers.values_mut() {
+            peer.host_addrs_changed(&mut ctx);
+        }
+        self.finish(now);
+    }
+
+    /// The machine resumed from sleep, or the process from a long stop (see
+    /// [`SuspendDetector`]): timers did not run, NAT mappings and WireGuard sessions may
+    /// have expired meanwhile. Every peer re-handshakes at once and restarts ICE (no
+    /// backoff); the relay client checks its public address and refreshes its allocation,
+    /// allocating anew if either is gone.
+    pub fn handle_resume(&mut self, now: Instant) {
+        tracing::info!(peers = self.peers.len(), "resumed: checking every path again");
+        if let Some(relay) = self.relay.as_mut() {
+            relay.recheck(now);
+        }
+        // boringtun's timers (session expiry) run before anything else is sent.
+        self.next_wg_tick = now;
+        let (peers, mut ctx) = self.parts(now);
+        for peer in peers.values_mut() {
+            peer.tick_wireguard(&mut ctx);
+            peer.resume(&mut ctx);
         }
         self.finish(now);
     }

@@ -14,7 +14,10 @@ use trellis_protocol::ipc::{CandidateKind, PathKind, PeerState};
 use trellis_protocol::peer::PeerSignal;
 use trellis_protocol::{OverlayIp, PublicKey};
 
-use super::demux::{is_wireguard_data, stun_class, stun_transaction_id, StunClass};
+use super::demux::{
+    is_wireguard_cookie_reply, is_wireguard_data, is_wireguard_keepalive, stun_class, stun_transaction_id,
+    StunClass,
+};
 use super::ice::{IceEvent, IceState, LocalCandidate, PathAgent, SelectedPath};
 use super::icmp::Echo;
 use super::relay::RelayClient;
@@ -55,6 +58,35 @@ const PROBE_MAX: Duration = Duration::from_secs(20);
 /// The controlled side waits this many times longer before restarting on its own, so that
 /// usually the controlling side's restart arrives first and only one restart happens.
 const CONTROLLED_DELAY_FACTOR: u32 = 2;
+/// Having received data from the peer and sent nothing back for this long, we send a
+/// keepalive: the peer, which sent the data, hears from us within [`SUSPECT_AFTER`] even
+/// when the traffic is one-way. (boringtun's own passive keepalive waits 10 s.)
+const ANSWER_KEEPALIVE: Duration = Duration::from_millis(400);
+/// We sent data and heard nothing authenticated from the peer for this long (a reply, or
+/// its [`ANSWER_KEEPALIVE`] plus a round trip): the path is suspect, and a WireGuard
+/// handshake tests it. boringtun would only do that after 15 s (KEEPALIVE + REKEY_TIMEOUT),
+/// ICE's consent checks notice after 5 s; a NAT that rebinds kills the path at once. At
+/// least [`ANSWER_KEEPALIVE`] plus [`RTT_MARGIN`] round trips on a slow path.
+const SUSPECT_AFTER: Duration = Duration::from_secs(1);
+/// How long the test handshake may take before the path is declared lost: a handshake is
+/// one round trip (the peer answers at once). At least [`RTT_MARGIN`] round trips.
+const HANDSHAKE_PROBE_TIMEOUT: Duration = Duration::from_millis(700);
+/// When ICE selects a path while a handshake of ours is unanswered, the controlled side
+/// waits this long (or two round trips) for the controlling side's handshake before sending
+/// its own: two initiations crossing, each followed by boringtun's own for its queued
+/// packets, leave neither side a session until the 5 s retry.
+const HANDSHAKE_DEFER: Duration = Duration::from_millis(300);
+/// Round trips of slack in the two waits above, on a path whose round trip is known to be
+/// long (a satellite link, a far relay), so that it is not taken for a dead one.
+const RTT_MARGIN: u32 = 4;
+/// After a lost path, the first probe for a direct path comes this soon if the new ICE
+/// session ends relayed: a rebinding NAT usually allows a direct path again at once, and
+/// the relayed pair may have won only because the peer's new address came late.
+const PROBE_AFTER_LOSS: Duration = Duration::from_secs(2);
+/// At most one handshake initiation in this interval answers a cookie reply (see
+/// `handle_wireguard`): boringtun's rate limiter counts per second, and a peer whose
+/// cookie keeps failing (its address as we see it changes) must not make us loop.
+const COOKIE_RESEND_INTERVAL: Duration = Duration::from_secs(1);
 /// ICMP echo identifier of [`super::Engine::ping`] ("Tr").
 const PING_ID: u16 = 0x5472;
 /// Payload of our echo requests, to tell our replies from other pings' on the same host.
@@ -95,6 +127,18 @@ impl Ctx<'_> {
         } else {
             // A relayed address that is gone (relay removed or reallocated).
             tracing::debug!(%local, %dst, "no such local candidate any more: datagram dropped");
+        }
+    }
+
+    /// Sends on a selected path. A path from a host address we no longer have still goes
+    /// out of the one socket, from whatever address the kernel picks now: the peer may well
+    /// receive it (WireGuard does not care where it comes from) until ICE finds the new path.
+    fn send_on(&mut self, path: SelectedPath, payload: &[u8]) {
+        if path.local_kind == CandidateKind::Relayed {
+            self.send(path.local, path.remote, payload);
+        } else {
+            let payload = self.out.copy_of(payload);
+            self.out.transmits.push_back(Transmit { dst: path.remote, payload });
         }
     }
 }
@@ -149,6 +193,31 @@ pub(crate) struct Peer {
     handshake_wanted: bool,
     last_rx: Option<Instant>,
     wg_deadline: Option<Instant>,
+    /// When we first sent data (not a keepalive) since the last authenticated packet from
+    /// the peer: the start of an unanswered stretch (see [`SUSPECT_AFTER`]).
+    tx_unanswered: Option<Instant>,
+    /// When we first received data since we last sent the peer anything (see
+    /// [`ANSWER_KEEPALIVE`]).
+    rx_unanswered: Option<Instant>,
+    /// A handshake tests a suspect path: (deadline for any authenticated answer, when the
+    /// path went quiet).
+    handshake_probe: Option<(Instant, Instant)>,
+    /// A handshake we forced (path test, resume, lost path) is unanswered: it is sent again
+    /// as soon as ICE selects a path, instead of after boringtun's 5 s retry.
+    handshake_pending: bool,
+    /// The controlled side's deferred handshake (see [`HANDSHAKE_DEFER`]).
+    handshake_due: Option<Instant>,
+    /// When we last answered a cookie reply with a new initiation (see
+    /// [`COOKIE_RESEND_INTERVAL`]).
+    cookie_resent_at: Option<Instant>,
+    /// The path's round trip as last measured (ping, else WireGuard handshake), refreshed
+    /// with boringtun's timers: scales [`SUSPECT_AFTER`] and [`HANDSHAKE_PROBE_TIMEOUT`].
+    rtt_hint: Option<Duration>,
+    /// When our agent last began a session (our restart, or following the peer's), and
+    /// when ICE last selected a path: a path lost after a session began that has not
+    /// selected one yet needs no further restart; that session looks for a path already.
+    session_began: Instant,
+    selected_at: Option<Instant>,
     pings: VecDeque<(u16, Instant)>,
     next_ping_seq: u16,
     rtt: Option<Duration>,
@@ -166,6 +235,16 @@ impl std::fmt::Debug for Peer {
             .field("state", &self.state)
             .field("path", &self.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// Asks the relay server for our public address now, rather than at its next 25 s binding:
+/// an ICE session that starts over should offer where we are now (a NAT that rebound gave
+/// us a new one, and a new relay allocation comes with it).
+fn regather(ctx: &mut Ctx<'_>) {
+    if let Some(relay) = ctx.relay.as_mut() {
+        relay.refresh_binding(ctx.now);
+        ctx.relay_used = true;
     }
 }
 
@@ -223,6 +302,15 @@ impl Peer {
             handshake_wanted: false,
             last_rx: None,
             wg_deadline: None,
+            tx_unanswered: None,
+            rx_unanswered: None,
+            handshake_probe: None,
+            handshake_pending: false,
+            handshake_due: None,
+            cookie_resent_at: None,
+            session_began: now,
+            selected_at: None,
+            rtt_hint: None,
             pings: VecDeque::new(),
             next_ping_seq: 0,
             rtt: None,
@@ -324,12 +412,22 @@ impl Peer {
         }
         self.session = self.session.wrapping_add(1);
         tracing::info!(session = self.session, why, "ICE restart");
+        let reachable = self.online || self.remote.is_some() || self.wg_path.is_some();
         self.remote = None;
         self.restart_at = None;
         self.probe_at = None;
+        self.session_began = ctx.now;
         // The new session's agent hears of the traffic on the next datagram.
         self.ice_told_of_traffic = None;
-        self.send_session(ctx);
+        regather(ctx);
+        if reachable {
+            self.send_session(ctx);
+        } else {
+            // Nobody to tell (an offline peer we never reached): our credentials and
+            // candidates go out once it comes online.
+            self.sent = false;
+            self.answer_deadline = None;
+        }
     }
 
     pub(crate) fn on_signal(&mut self, signal: PeerSignal, ctx: &mut Ctx<'_>) {
@@ -391,7 +489,18 @@ impl Peer {
                     return;
                 }
                 answer = true;
+                // Its restart may be for a change on our side (a NAT that rebound): learn
+                // our public address anew, as after a restart of ours, and test the path
+                // WireGuard is on (the peer may have lost it while we send nothing).
+                regather(ctx);
+                let heard_lately = self
+                    .last_rx
+                    .is_some_and(|t| ctx.now.saturating_duration_since(t) < HANDSHAKE_PROBE_TIMEOUT);
+                if !heard_lately {
+                    self.test_path(ctx.now, ctx);
+                }
             }
+            self.session_began = ctx.now;
             if let Err(e) = self.ice.start(ctx.now, self.controlling, fresh.ufrag.clone(), pwd) {
                 tracing::warn!(error = %e, "cannot start ICE checks");
                 return;
@@ -518,6 +627,8 @@ impl Peer {
             self.ice_told_of_traffic = Some((now, local, from));
         }
         let mut authentic = false;
+        let mut got_data = false;
+        let mut cookie = false;
         // boringtun writes into the scratch buffer; it is taken out of `ctx` for the loop
         // so that each result can be sent or delivered straight from it, without a copy
         // into a fresh `Vec` first.
@@ -536,12 +647,18 @@ impl Peer {
                 }
                 TunnResult::WriteToTunnelV4(p, src) => {
                     authentic = true;
+                    got_data = true;
                     self.deliver(p, src, ctx);
                     break;
                 }
                 TunnResult::WriteToTunnelV6(_, src) => {
                     authentic = true;
+                    got_data = true;
                     tracing::debug!(peer = %self.key.short(), %src, "IPv6 packet dropped: the peer's allowed IP is its IPv4 /32");
+                    break;
+                }
+                TunnResult::Done if input.len() == data.len() && is_wireguard_cookie_reply(data) => {
+                    cookie = true;
                     break;
                 }
                 TunnResult::Done => {
@@ -561,6 +678,29 @@ impl Peer {
             if self.path.is_some() {
                 self.wg_deadline = Some(now + WG_STALE);
             }
+            // The path works (at least towards us): nothing of ours is unanswered.
+            self.tx_unanswered = None;
+            self.handshake_probe = None;
+            self.handshake_pending = false;
+            self.handshake_due = None;
+        }
+        if got_data && self.rx_unanswered.is_none() {
+            self.rx_unanswered = Some(now);
+        }
+        if cookie
+            && self
+                .cookie_resent_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= COOKIE_RESEND_INTERVAL)
+        {
+            // The peer's rate limiter (10 handshake messages a second) is saturated, and it
+            // answered our last handshake message with a cookie instead. That happens after
+            // a stop: a resumed peer reads the initiations we sent meanwhile from its
+            // socket's buffer all at once. boringtun would retry only at REKEY_TIMEOUT (5 s);
+            // an initiation carrying the cookie (mac2) passes the limiter now. Whether our
+            // message was an initiation or a response, a new initiation gets a session.
+            tracing::debug!("cookie reply: handshake initiation sent again with the cookie");
+            self.cookie_resent_at = Some(now);
+            self.initiate_handshake(true, ctx);
         }
         if data_path {
             // Nothing reached the agent: only our own deadlines can have moved.
@@ -597,7 +737,15 @@ impl Peer {
         // Taken out of `ctx` so that the datagram is sent straight from it (see above).
         let buf = std::mem::take(&mut ctx.buf);
         match self.tunn.encapsulate(packet, buf) {
-            TunnResult::WriteToNetwork(p) => self.send_wireguard(p, ctx),
+            TunnResult::WriteToNetwork(p) => {
+                // Data, or the handshake initiation of a tunnel without a session yet.
+                let data = is_wireguard_data(p);
+                self.send_wireguard(p, ctx);
+                if data && self.tx_unanswered.is_none() {
+                    self.tx_unanswered = Some(ctx.now);
+                    self.refresh_deadline();
+                }
+            }
             TunnResult::Err(e) => {
                 tracing::debug!(peer = %self.key.short(), error = ?e, "packet not encrypted")
             }
@@ -628,7 +776,7 @@ impl Peer {
     /// Sends a WireGuard datagram on the (cached) path.
     fn send_wireguard(&mut self, payload: &[u8], ctx: &mut Ctx<'_>) {
         if let Some(p) = self.wg_path {
-            ctx.send(p.local, p.remote, payload);
+            ctx.send_on(p, payload);
         } else if let Some((local, remote)) = self.last_source {
             ctx.send(local, remote, payload);
         } else {
@@ -636,7 +784,25 @@ impl Peer {
             // sent again once ICE has a path.
             self.handshake_wanted = true;
             tracing::trace!(peer = %self.key.short(), "no path yet: WireGuard datagram dropped");
+            return;
         }
+        // Whatever we send answers the data the peer sent (see ANSWER_KEEPALIVE).
+        if self.rx_unanswered.take().is_some() {
+            self.refresh_deadline();
+        }
+    }
+
+    /// A keepalive (an empty data message) on the current session, if there is one.
+    fn send_keepalive(&mut self, ctx: &mut Ctx<'_>) {
+        if self.tunn.time_since_last_handshake().is_none() {
+            return;
+        }
+        let buf = std::mem::take(&mut ctx.buf);
+        if let TunnResult::WriteToNetwork(p) = self.tunn.encapsulate(&[], buf) {
+            debug_assert!(is_wireguard_keepalive(p));
+            self.send_wireguard(p, ctx);
+        }
+        ctx.buf = buf;
     }
 
     fn initiate_handshake(&mut self, force: bool, ctx: &mut Ctx<'_>) {
@@ -651,6 +817,8 @@ impl Peer {
     /// boringtun's timers (handshake retries, keepalives, rekeys); every 250 ms.
     pub(crate) fn tick_wireguard(&mut self, ctx: &mut Ctx<'_>) {
         let _span = self.span.clone().entered();
+        let handshake_rtt = self.tunn.stats().4.map(|ms| Duration::from_millis(u64::from(ms)));
+        self.rtt_hint = self.rtt.or(handshake_rtt);
         match self.tunn.update_timers(ctx.buf) {
             TunnResult::WriteToNetwork(p) => {
                 let p = p.to_vec();
@@ -692,15 +860,134 @@ impl Peer {
                 self.restart_ice("looking for a direct path", ctx);
             }
         }
+        if due(self.handshake_due, now) {
+            self.handshake_due = None;
+            if self.handshake_pending {
+                self.initiate_handshake(true, ctx);
+            }
+        }
+        if due(self.rx_unanswered.map(|t| t + ANSWER_KEEPALIVE), now) {
+            self.rx_unanswered = None;
+            self.send_keepalive(ctx);
+        }
+        if due(self.tx_unanswered.map(|t| t + self.suspect_after()), now) {
+            let since = self.tx_unanswered.take().unwrap_or(now);
+            if self.path.is_some() && self.handshake_probe.is_none() {
+                tracing::info!(unanswered = ?(now - since), "data to the peer unanswered: testing the path");
+                // Our public address may be what changed: learn it while the test runs.
+                regather(ctx);
+                self.test_path(since, ctx);
+            }
+        }
+        if let Some((_, since)) = self.handshake_probe.filter(|(deadline, _)| *deadline <= now) {
+            self.handshake_probe = None;
+            // Unless ICE gave the path up meanwhile (Failed says so already).
+            if self.path.is_some() {
+                self.path_lost("the handshake testing the path went unanswered", since, ctx);
+            }
+        }
         if due(self.wg_deadline, now) {
             self.wg_deadline = Some(now + WG_STALE);
             if self.online && self.path.is_some() {
                 tracing::info!("no WireGuard packet from the peer for {WG_STALE:?}");
+                ctx.out.events.push_back(EngineEvent::PathLost { key: self.key });
                 self.set_state(PeerState::Reconnecting, ctx);
                 self.initiate_handshake(true, ctx);
                 self.restart_ice("WireGuard went silent", ctx);
             }
         }
+        self.flush(ctx);
+    }
+
+    /// How long data may go unanswered before the path is tested (see [`SUSPECT_AFTER`]).
+    fn suspect_after(&self) -> Duration {
+        let slow = self.rtt_hint.map_or(Duration::ZERO, |rtt| ANSWER_KEEPALIVE + rtt * RTT_MARGIN);
+        SUSPECT_AFTER.max(slow)
+    }
+
+    /// Tests the path WireGuard is on with a handshake, unless a test runs already: no
+    /// authenticated answer within [`HANDSHAKE_PROBE_TIMEOUT`] and the path is lost. `since`:
+    /// when the path went quiet, as far as we know.
+    fn test_path(&mut self, since: Instant, ctx: &mut Ctx<'_>) {
+        if self.path.is_none() || self.handshake_probe.is_some() {
+            return;
+        }
+        let slow = self.rtt_hint.map_or(Duration::ZERO, |rtt| rtt * RTT_MARGIN);
+        self.handshake_probe = Some((ctx.now + HANDSHAKE_PROBE_TIMEOUT.max(slow), since));
+        self.handshake_pending = true;
+        self.initiate_handshake(true, ctx);
+    }
+
+    /// The path stopped carrying WireGuard: reported, and a new ICE session looks for
+    /// another at once (no backoff), unless the current one began after the path went
+    /// quiet (`since`) and is still looking. WireGuard stays on the old path meanwhile (a
+    /// relayed one may still work).
+    fn path_lost(&mut self, why: &str, since: Instant, ctx: &mut Ctx<'_>) {
+        tracing::info!(why, "path lost");
+        ctx.out.events.push_back(EngineEvent::PathLost { key: self.key });
+        if self.path.take().is_some() {
+            ctx.out.events.push_back(EngineEvent::PathChanged { key: self.key, path: None });
+        }
+        self.wg_deadline = None;
+        self.tx_unanswered = None;
+        self.handshake_probe = None;
+        self.handshake_pending = true;
+        self.restart_backoff = RESTART_BACKOFF_MIN;
+        self.probe_backoff = PROBE_AFTER_LOSS;
+        self.set_state(PeerState::Reconnecting, ctx);
+        let looking = self.session_began >= since && self.selected_at.is_none_or(|t| t < self.session_began);
+        if looking {
+            tracing::debug!("the current ICE session began since and looks for a path already");
+        } else if self.online {
+            self.restart_ice(why, ctx);
+        }
+    }
+
+    /// The machine resumed from sleep or the process from a stop: the WireGuard session may
+    /// have expired (REJECT_AFTER_TIME is 180 s) and NAT mappings with the path. A
+    /// handshake tests the path at once, and a new ICE session looks for one meanwhile.
+    pub(crate) fn resume(&mut self, ctx: &mut Ctx<'_>) {
+        let _span = self.span.clone().entered();
+        let now = ctx.now;
+        self.restart_backoff = RESTART_BACKOFF_MIN;
+        self.probe_backoff = PROBE_MIN;
+        self.tx_unanswered = None;
+        self.rx_unanswered = None;
+        self.handshake_probe = None;
+        if self.online || self.remote.is_some() || self.wg_path.is_some() {
+            tracing::info!("resumed: re-handshaking and restarting ICE");
+            if self.path.is_some() {
+                self.wg_deadline = Some(now + WG_STALE);
+                self.test_path(now, ctx);
+            } else {
+                self.handshake_pending = true;
+                self.initiate_handshake(true, ctx);
+            }
+            self.restart_ice("resumed from sleep or a stop", ctx);
+        }
+        self.flush(ctx);
+    }
+
+    /// This device's host addresses changed (the engine's locals are the new ones): a path
+    /// from an address we no longer have is gone, and every peer gets a new ICE session
+    /// with the new candidates at once. A path that still works carries WireGuard meanwhile.
+    pub(crate) fn host_addrs_changed(&mut self, ctx: &mut Ctx<'_>) {
+        let _span = self.span.clone().entered();
+        self.restart_backoff = RESTART_BACKOFF_MIN;
+        self.probe_backoff = PROBE_MIN;
+        let relayed = ctx.relay.as_ref().and_then(RelayClient::relayed);
+        let gone = self.path.filter(|p| match p.local_kind {
+            CandidateKind::Relayed => relayed != Some(p.local),
+            _ => !ctx.host_addrs.contains(&p.local),
+        });
+        if let Some(p) = gone {
+            tracing::info!(local = %p.local, "our address on the path is gone");
+            self.path = None;
+            self.wg_deadline = None;
+            ctx.out.events.push_back(EngineEvent::PathChanged { key: self.key, path: None });
+            self.set_state(PeerState::Reconnecting, ctx);
+        }
+        self.restart_ice("our addresses changed", ctx);
         self.flush(ctx);
     }
 
@@ -735,6 +1022,10 @@ impl Peer {
             self.answer_deadline,
             self.probe_at,
             self.wg_deadline,
+            self.rx_unanswered.map(|t| t + ANSWER_KEEPALIVE),
+            self.tx_unanswered.map(|t| t + self.suspect_after()),
+            self.handshake_probe.map(|(t, _)| t),
+            self.handshake_due,
         ]);
     }
 
@@ -757,6 +1048,10 @@ impl Peer {
                         }
                     }
                     IceState::Disconnected => {
+                        if self.path.is_some() {
+                            // Consent lost: no traffic on the path for 5 s.
+                            ctx.out.events.push_back(EngineEvent::PathLost { key: self.key });
+                        }
                         self.set_state(PeerState::Reconnecting, ctx);
                         if self.online {
                             self.restart_at = Some(now + self.scaled(DISCONNECTED_GRACE));
@@ -798,6 +1093,7 @@ impl Peer {
         self.answer_deadline = None;
         self.restart_backoff = RESTART_BACKOFF_MIN;
         self.wg_deadline = Some(now + WG_STALE);
+        self.selected_at = Some(now);
         if changed {
             tracing::info!(kind = ?p.kind(), local = %p.local, remote = %p.remote, "path selected");
             ctx.out.events.push_back(EngineEvent::PathChanged { key: self.key, path: Some(p.info()) });
@@ -813,9 +1109,22 @@ impl Peer {
         // A handshake whose initiation found no path is still "in progress" for boringtun
         // (retried after 5 s): force a new one so waiting packets go now.
         let no_session = self.tunn.time_since_last_handshake().is_none();
-        if no_session && (self.controlling || self.handshake_wanted) {
-            let force = std::mem::take(&mut self.handshake_wanted);
-            self.initiate_handshake(force, ctx);
+        if self.handshake_pending {
+            // A handshake we forced (a path test, a resume) is unanswered: again, on this
+            // path, rather than at boringtun's retry 5 s later; by one side first.
+            self.handshake_wanted = false;
+            if self.controlling {
+                self.initiate_handshake(true, ctx);
+            } else {
+                let wait = HANDSHAKE_DEFER.max(self.rtt_hint.unwrap_or_default() * 2);
+                self.handshake_due = Some(now + wait);
+            }
+        } else if no_session && (self.controlling || self.handshake_wanted) {
+            // Forced: a handshake boringtun began while there was no path (its session
+            // expired during a stop, say) is "in progress" and would only be retried at
+            // its next 5 s REKEY_TIMEOUT.
+            self.handshake_wanted = false;
+            self.initiate_handshake(true, ctx);
         }
     }
 

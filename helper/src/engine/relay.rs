@@ -11,10 +11,14 @@ use bytes::BytesMut;
 use rtc_ice::crypto::RTCCryptoProvider;
 use rtc_shared::error::Error as RtcError;
 use rtc_shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use rtc_stun::message::TransactionId;
+use rtc_stun::error_code::{ErrorCodeAttribute, CODE_ALLOC_MISMATCH, CODE_STALE_NONCE};
+use rtc_stun::message::{
+    Getter, Message, TransactionId, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+};
 use rtc_turn::client::{Client, ClientConfig, Event};
 use sansio::Protocol;
 
+use super::demux::{classify, stun_class, Kind, StunClass};
 use super::{RelayServer, Transmit};
 
 /// How often the STUN Binding is repeated: it keeps the NAT's mapping towards the server
@@ -25,6 +29,12 @@ const BINDING_INTERVAL: Duration = Duration::from_secs(25);
 const RELAY_RETRY_MIN: Duration = Duration::from_secs(2);
 /// Longest wait between allocation attempts: a relay that comes back is used within a minute.
 const RELAY_RETRY_MAX: Duration = Duration::from_secs(60);
+/// A binding in flight for less than this answers a request for a fresh server-reflexive
+/// address; an older one (retransmitted after rtc-turn's growing delays, or sent before a
+/// sleep) is left to finish on its own and a new one is sent.
+const BINDING_FRESH: Duration = Duration::from_secs(1);
+/// Bindings given up for a newer one whose answers are still welcome, at most.
+const MAX_ABANDONED_BINDINGS: usize = 4;
 
 /// What the relay client reports to the engine.
 #[derive(Debug)]
@@ -57,7 +67,10 @@ pub(crate) struct RelayClient {
     realm: String,
     crypto: Arc<dyn RTCCryptoProvider>,
     turn: Client,
-    binding: Option<TransactionId>,
+    /// The binding in flight, and when it was sent.
+    binding: Option<(TransactionId, Instant)>,
+    /// Older bindings still in flight: their answers count, their timeouts do not.
+    abandoned: VecDeque<TransactionId>,
     next_binding: Instant,
     allocation: Allocation,
     retry_backoff: Duration,
@@ -102,6 +115,7 @@ impl RelayClient {
             crypto,
             turn,
             binding: None,
+            abandoned: VecDeque::new(),
             next_binding: now,
             allocation: Allocation::Waiting(now),
             retry_backoff: RELAY_RETRY_MIN,
@@ -147,6 +161,56 @@ impl RelayClient {
         self.srflx
     }
 
+    /// The host address the client counts as its own (its allocation's base).
+    pub(crate) fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Asks for our server-reflexive address now, unless a binding sent moments ago is
+    /// still in flight. A changed address brings a new allocation (see `pump`).
+    pub(crate) fn refresh_binding(&mut self, now: Instant) {
+        if let Some((tid, sent)) = self.binding {
+            if now.saturating_duration_since(sent) < BINDING_FRESH {
+                return;
+            }
+            if self.abandoned.len() == MAX_ABANDONED_BINDINGS {
+                self.abandoned.pop_front();
+            }
+            self.abandoned.push_back(tid);
+            self.binding = None;
+        }
+        self.next_binding = now;
+        self.handle_timeout(now);
+    }
+
+    /// After a sleep or a stop: the NAT mapping and the allocation may be gone. A binding
+    /// shows a changed mapping (then the client allocates anew), a refresh a lost
+    /// allocation (the server answers 437: allocating anew too, see `handle_datagram`).
+    pub(crate) fn recheck(&mut self, now: Instant) {
+        if matches!(self.allocation, Allocation::Allocated(_)) {
+            if let Err(e) = self.turn.refresh_allocations(now) {
+                tracing::debug!(error = %e, "cannot refresh the relay allocation");
+            }
+        }
+        // After a failure, try again now rather than after the backoff.
+        if let Allocation::Waiting(_) = self.allocation {
+            self.allocation = Allocation::Waiting(now);
+            self.retry_backoff = RELAY_RETRY_MIN;
+        }
+        self.refresh_binding(now);
+    }
+
+    /// Our host address `local` replaces the base, which the machine no longer has: the
+    /// allocation's 5-tuple is gone with it, so the client starts over from `local`.
+    pub(crate) fn rebase(&mut self, now: Instant, local: SocketAddr) {
+        tracing::info!(old = %self.local, new = %local, "relay client moves to a new host address");
+        self.local = local;
+        self.srflx = None;
+        self.reallocate(now);
+        self.next_binding = now;
+        self.handle_timeout(now);
+    }
+
     /// New short-lived credentials for the same server: the allocation is kept and
     /// refreshed with them at once (rtc-turn `update_credentials` + `refresh_allocations`).
     pub(crate) fn update_credentials(&mut self, now: Instant, server: &RelayServer) {
@@ -177,6 +241,13 @@ impl RelayClient {
 
     /// A datagram from the relay server (STUN or ChannelData).
     pub(crate) fn handle_datagram(&mut self, now: Instant, data: &[u8]) {
+        if matches!(self.allocation, Allocation::Allocated(_)) && allocation_lost(data) {
+            // rtc-turn only logs a refused refresh; the relayed address would stay dead.
+            tracing::warn!(server = %self.server, "the relay server lost our allocation: allocating anew");
+            self.reallocate(now);
+            self.handle_timeout(now);
+            return;
+        }
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -241,6 +312,8 @@ impl RelayClient {
             if let Err(e) = self.turn.handle_timeout(now) {
                 tracing::debug!(error = %e, "relay client timeout");
             }
+            // Transactions that just gave up (a binding) are settled before sending more.
+            self.pump(now);
         }
         if self.next_binding <= now {
             self.next_binding = now + BINDING_INTERVAL;
@@ -248,7 +321,7 @@ impl RelayClient {
             // retransmissions, well within the interval.
             if self.binding.is_none() {
                 match self.turn.send_binding_request_to(now, self.server) {
-                    Ok(tid) => self.binding = Some(tid),
+                    Ok(tid) => self.binding = Some((tid, now)),
                     Err(e) => tracing::debug!(error = %e, "cannot send a STUN binding"),
                 }
             }
@@ -285,21 +358,12 @@ impl RelayClient {
     fn pump(&mut self, now: Instant) {
         while let Some(e) = self.turn.poll_event() {
             match e {
-                Event::BindingResponse(tid, mapped) if Some(tid) == self.binding => {
-                    self.binding = None;
-                    if self.srflx != Some(mapped) {
-                        let changed = self.srflx.is_some();
-                        self.srflx = Some(mapped);
-                        self.events.push_back(RelayEvent::ServerReflexive(mapped));
-                        if changed {
-                            // A new mapping is a new 5-tuple for the server: the old allocation
-                            // cannot be refreshed any more. Start over with a fresh client.
-                            self.reallocate(now);
-                        }
-                    }
+                Event::BindingResponse(tid, mapped) if self.is_binding(&tid) => {
+                    self.settle_binding(tid);
+                    self.mapped(now, mapped);
                 }
-                Event::BindingError(tid, e) if Some(tid) == self.binding => {
-                    self.binding = None;
+                Event::BindingError(tid, e) if self.is_binding(&tid) => {
+                    self.settle_binding(tid);
                     tracing::debug!(error = %e, "STUN binding failed");
                 }
                 Event::AllocateResponse(_, relayed) => {
@@ -313,7 +377,9 @@ impl RelayClient {
                     Allocation::Requesting(ours) if same_allocate(&tid, &ours) => {
                         self.allocation_failed(now, "the relay server did not answer".into())
                     }
-                    _ if Some(tid) == self.binding => self.binding = None,
+                    _ if self.is_binding(&tid) => {
+                        self.settle_binding(tid);
+                    }
                     Allocation::Allocated(relayed) => {
                         // A refresh, permission or channel bind went unanswered through all
                         // retransmissions: the server is gone or lost our allocation
@@ -332,6 +398,34 @@ impl RelayClient {
         }
     }
 
+    /// A binding's answer: the server sees us at `mapped`.
+    fn mapped(&mut self, now: Instant, mapped: SocketAddr) {
+        if self.srflx == Some(mapped) {
+            return;
+        }
+        let changed = self.srflx.is_some();
+        self.srflx = Some(mapped);
+        self.events.push_back(RelayEvent::ServerReflexive(mapped));
+        if changed {
+            // A new mapping is a new 5-tuple for the server: the old allocation cannot be
+            // refreshed any more. Start over with a fresh client.
+            self.reallocate(now);
+        }
+    }
+
+    /// Whether `tid` is one of our bindings in flight (the current one or an abandoned one).
+    fn is_binding(&self, tid: &TransactionId) -> bool {
+        self.binding.is_some_and(|(ours, _)| ours == *tid) || self.abandoned.contains(tid)
+    }
+
+    /// Forgets binding `tid`, answered or given up.
+    fn settle_binding(&mut self, tid: TransactionId) {
+        if self.binding.is_some_and(|(ours, _)| ours == tid) {
+            self.binding = None;
+        }
+        self.abandoned.retain(|t| *t != tid);
+    }
+
     /// Drops the TURN client and allocates anew.
     fn reallocate(&mut self, now: Instant) {
         let server = RelayServer {
@@ -345,10 +439,36 @@ impl RelayClient {
                 // Events of the old client still queued are of no use any more.
                 self.turn = turn;
                 self.binding = None;
+                self.abandoned.clear();
                 self.allocation = Allocation::Waiting(now);
                 self.retry_backoff = RELAY_RETRY_MIN;
             }
             Err(e) => self.allocation_failed(now, format!("cannot make a relay client: {e}")),
         }
+    }
+}
+
+/// Whether a datagram from the server says it has no allocation for us any more: an error
+/// response to a Refresh (other than a stale nonce, which rtc-turn retries), or 437
+/// Allocation Mismatch to a permission or channel request.
+fn allocation_lost(data: &[u8]) -> bool {
+    if classify(data) != Kind::Stun || stun_class(data) != StunClass::ErrorResponse {
+        return false;
+    }
+    let mut m = Message::new();
+    m.raw = data.to_vec();
+    if m.decode().is_err() {
+        return false;
+    }
+    let mut code = ErrorCodeAttribute::default();
+    if code.get_from(&m).is_err() {
+        return false;
+    }
+    match m.typ.method {
+        // A stale nonce is retried by rtc-turn; anything else leaves no allocation to refresh.
+        METHOD_REFRESH => code.code != CODE_STALE_NONCE,
+        // 437: the server has no allocation for this 5-tuple (RFC 8656 §18).
+        METHOD_CREATE_PERMISSION | METHOD_CHANNEL_BIND => code.code == CODE_ALLOC_MISMATCH,
+        _ => false,
     }
 }

@@ -24,6 +24,9 @@ pub const STEP: Duration = Duration::from_millis(10);
 /// The signal server's forwarding delay.
 pub const SIGNAL_LATENCY: Duration = Duration::from_millis(30);
 pub const SERVER: &str = "198.51.100.1:3478";
+/// Datagrams a stopped helper's socket holds (Linux's default 208 KiB receive buffer, at
+/// about 800 bytes of accounting per small datagram); later ones are dropped.
+pub const SOCKET_BUFFER: usize = 256;
 
 /// The fake clock. `std::time::Instant` has no constructor, so it is `origin + offset`;
 /// nothing under test calls `Instant::now()` itself (rtc-* take `now` everywhere).
@@ -53,7 +56,7 @@ impl Clock {
 /// address-and-port-dependent (symmetric); filtering is address-and-port-dependent.
 pub struct Nat {
     pub public_ip: IpAddr,
-    inside: SocketAddr,
+    pub inside: SocketAddr,
     symmetric: bool,
     mappings: HashMap<Option<SocketAddr>, u16>,
     allowed: HashSet<(u16, SocketAddr)>,
@@ -93,6 +96,25 @@ impl Nat {
         self.allowed.clear();
         self.next_port += 100;
     }
+
+    /// The router forgets its flows (`conntrack -F`, or their UDP timeouts) but, like
+    /// Linux's masquerading, maps the host to the same public ports again: the path keeps
+    /// its addresses, yet nothing from outside passes until the host sends out again.
+    pub fn flush(&mut self) {
+        self.allowed.clear();
+    }
+
+    /// The flows to `ip` timed out (nothing went there for longer than the NAT's UDP
+    /// timeout); the others stay open.
+    pub fn expire_flows_to(&mut self, ip: IpAddr) {
+        self.allowed.retain(|(_, dst)| dst.ip() != ip);
+    }
+
+    /// The router gets a new public address from its ISP and forgets every mapping.
+    pub fn renumber(&mut self, public_ip: IpAddr) {
+        self.rebind();
+        self.public_ip = public_ip;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +132,15 @@ pub struct Node {
     pub key: PublicKey,
     pub ip: OverlayIp,
     pub host: SocketAddr,
+    /// The machine has no address (the helper started before DHCP): nothing it sends
+    /// leaves, nothing reaches it. See [`Net::set_host`].
+    pub addressless: bool,
+    /// The helper does not run (SIGSTOP, a sleeping machine): no timeouts, signals for it
+    /// are lost, datagrams wait in its socket's buffer. See [`Net::freeze`].
+    pub frozen: bool,
+    /// Datagrams that reached the host while its helper was frozen: the socket's receive
+    /// buffer, read first once it runs again (see [`SOCKET_BUFFER`]).
+    pub backlog: VecDeque<(SocketAddr, Vec<u8>)>,
     pub nat: Option<Nat>,
     pub relay: Option<RelayServer>,
     pub events: Vec<EngineEvent>,
@@ -130,6 +161,7 @@ impl Node {
         self.events.iter().filter(move |e| match e {
             EngineEvent::PeerState { key, .. }
             | EngineEvent::PathChanged { key, .. }
+            | EngineEvent::PathLost { key }
             | EngineEvent::PingReply { key, .. } => *key == peer,
             _ => false,
         })
@@ -223,6 +255,9 @@ impl Net {
                 secret,
                 ip,
                 host,
+                addressless: false,
+                frozen: false,
+                backlog: VecDeque::new(),
                 nat,
                 relay,
                 events: vec![],
@@ -291,6 +326,43 @@ impl Net {
         self.set_peers(i, &others);
     }
 
+    /// Node `i`'s machine now has `host` as its only address (`None`: no address at all),
+    /// and its engine is told so. Behind a NAT, the router maps the new inside address with
+    /// new ports.
+    pub fn set_host(&mut self, i: usize, host: Option<SocketAddr>) {
+        let now = self.now();
+        let n = &mut self.nodes[i];
+        n.addressless = host.is_none();
+        if let Some(host) = host {
+            n.host = host;
+            if let Some(nat) = n.nat.as_mut() {
+                nat.inside = host;
+                nat.rebind();
+            }
+        }
+        n.engine.set_host_addrs(host.into_iter().collect(), now);
+    }
+
+    /// Replaces node `i`'s engine by a fresh one started while the machine has no address
+    /// (it learns its peers, all online); see [`Net::set_host`] for when one comes.
+    pub fn start_without_address(&mut self, i: usize) {
+        let now = self.now();
+        let n = &mut self.nodes[i];
+        n.addressless = true;
+        n.engine =
+            Engine::new(EngineConfig { secret: n.secret.clone(), my_ip: n.ip, host_addrs: vec![] }, now);
+        n.engine.set_relay(n.relay.clone(), now);
+        let others: Vec<(usize, bool)> =
+            (0..self.nodes.len()).filter(|&j| j != i).map(|j| (j, true)).collect();
+        self.set_peers(i, &others);
+    }
+
+    /// Node `i`'s helper stops running (`true`) or runs again (`false`; the caller tells
+    /// its engine what happened, e.g. [`Engine::handle_resume`]).
+    pub fn freeze(&mut self, i: usize, frozen: bool) {
+        self.nodes[i].frozen = frozen;
+    }
+
     fn send(&mut self, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
         let impair = self.impair;
         if impair.loss > 0.0 && self.rng.gen_bool(impair.loss) {
@@ -315,6 +387,10 @@ impl Net {
         let mut datagrams = Vec::new();
         for (i, n) in self.nodes.iter_mut().enumerate() {
             while let Some(t) = n.engine.poll_transmit() {
+                if n.addressless {
+                    self.dropped += 1;
+                    continue;
+                }
                 let src = match &mut n.nat {
                     Some(nat) => nat.outbound(t.dst),
                     None => n.host,
@@ -364,11 +440,23 @@ impl Net {
             return;
         }
         for n in &mut self.nodes {
+            if n.addressless {
+                continue;
+            }
             let inside = match &n.nat {
                 Some(nat) if nat.public_ip == dst.ip() => nat.inbound(src, dst),
                 Some(_) => None, // a private address behind a NAT: unreachable from outside
                 None => (n.host == dst).then_some(dst),
             };
+            if inside == Some(n.host) && n.frozen {
+                // The kernel queues it for the helper, which reads it when it runs again.
+                if n.backlog.len() < SOCKET_BUFFER {
+                    n.backlog.push_back((src, payload));
+                } else {
+                    self.dropped += 1;
+                }
+                return;
+            }
             if inside == Some(n.host) {
                 self.delivered += 1;
                 n.engine.handle_datagram(n.host, src, &payload, now);
@@ -381,7 +469,15 @@ impl Net {
     /// One step of fake time: timeouts, signals and datagrams due now, then the clock moves.
     pub fn step(&mut self) {
         let now = self.clock.now;
-        for n in &mut self.nodes {
+        // A helper that runs again reads what its socket held first (by then, the data
+        // plane has told its engine of the resume).
+        for n in self.nodes.iter_mut().filter(|n| !n.frozen) {
+            while let Some((src, payload)) = n.backlog.pop_front() {
+                self.delivered += 1;
+                n.engine.handle_datagram(n.host, src, &payload, now);
+            }
+        }
+        for n in self.nodes.iter_mut().filter(|n| !n.frozen) {
             if n.engine.poll_timeout().is_some_and(|t| t <= now) {
                 n.wakeups += 1;
                 n.engine.handle_timeout(now);
@@ -404,7 +500,7 @@ impl Net {
         for (_, from, to, bytes) in due {
             let from_key = self.nodes[from].key;
             let signal = PeerSignal::from_bytes(&bytes).expect("signals survive JSON");
-            if let Some(j) = self.nodes.iter().position(|n| n.key == to) {
+            if let Some(j) = self.nodes.iter().position(|n| n.key == to && !n.frozen) {
                 *self.signal_count.entry((from, j)).or_default() += 1;
                 self.nodes[j].engine.handle_signal(from_key, signal, now);
             }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rtc_stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME};
-use rtc_stun::error_code::{ErrorCodeAttribute, CODE_UNAUTHORIZED};
+use rtc_stun::error_code::{ErrorCodeAttribute, CODE_ALLOC_MISMATCH, CODE_UNAUTHORIZED};
 use rtc_stun::fingerprint::FINGERPRINT;
 use rtc_stun::integrity::MessageIntegrity;
 use rtc_stun::message::*;
@@ -44,6 +44,8 @@ pub struct TurnServer {
     pub indications: usize,
     /// (username, STUN method) of every request that passed MESSAGE-INTEGRITY.
     pub accepted: Vec<(String, Method)>,
+    /// Requests answered 437 Allocation Mismatch.
+    pub mismatches: usize,
     now: Option<Instant>,
 }
 
@@ -61,6 +63,7 @@ impl TurnServer {
             channel_data: 0,
             indications: 0,
             accepted: vec![],
+            mismatches: 0,
             now: None,
         }
     }
@@ -188,7 +191,9 @@ impl TurnServer {
         } else if method == METHOD_REFRESH {
             let mut asked = Lifetime::default();
             let _ = asked.get_from(&m);
-            let Some(at) = self.allocations.iter().position(|a| a.client == from) else { return vec![] };
+            let Some(at) = self.allocations.iter().position(|a| a.client == from) else {
+                return self.mismatch(&m, from);
+            };
             if asked.0.is_zero() {
                 self.allocations.remove(at);
                 attrs.push(Box::new(Lifetime(Duration::ZERO)));
@@ -201,14 +206,18 @@ impl TurnServer {
             if peer.get_from(&m).is_err() {
                 return vec![];
             }
-            let Some(a) = self.allocations.iter_mut().find(|a| a.client == from) else { return vec![] };
+            let Some(a) = self.allocations.iter_mut().find(|a| a.client == from) else {
+                return self.mismatch(&m, from);
+            };
             a.permissions.insert(peer.ip); // permissions are per IP, not per port
         } else if method == METHOD_CHANNEL_BIND {
             let (mut peer, mut ch) = (PeerAddress::default(), ChannelNumber::default());
             if peer.get_from(&m).is_err() || ch.get_from(&m).is_err() {
                 return vec![];
             }
-            let Some(a) = self.allocations.iter_mut().find(|a| a.client == from) else { return vec![] };
+            let Some(a) = self.allocations.iter_mut().find(|a| a.client == from) else {
+                return self.mismatch(&m, from);
+            };
             a.permissions.insert(peer.ip); // ChannelBind installs a permission too
             a.channels.insert(ch.0, SocketAddr::new(peer.ip, peer.port));
         } else {
@@ -217,6 +226,24 @@ impl TurnServer {
         attrs.push(Box::new(MessageIntegrity::new_raw_integrity_with_provider(key, crypto)));
         attrs.push(Box::new(FINGERPRINT));
         resp.build(&attrs).unwrap();
+        vec![(self.addr, from, resp.raw)]
+    }
+
+    /// 437 Allocation Mismatch: a request that needs an allocation from a 5-tuple that has
+    /// none (it expired, or the client's NAT mapping changed).
+    fn mismatch(&mut self, request: &Message, from: SocketAddr) -> Vec<Out> {
+        self.mismatches += 1;
+        let mut resp = Message::new();
+        resp.build(&[
+            Box::new(request.clone()),
+            Box::new(MessageType::new(request.typ.method, CLASS_ERROR_RESPONSE)),
+            Box::new(ErrorCodeAttribute {
+                code: CODE_ALLOC_MISMATCH,
+                reason: b"Allocation Mismatch".to_vec(),
+            }),
+            Box::new(FINGERPRINT),
+        ])
+        .unwrap();
         vec![(self.addr, from, resp.raw)]
     }
 
