@@ -157,6 +157,12 @@ impl Service {
         self.sessions.lock().expect("sessions lock")
     }
 
+    /// How many live sessions `device` has (one per connected helper; more only while a
+    /// reconnect overlaps the old connection's end).
+    pub fn session_count(&self, device: &DeviceId) -> usize {
+        self.sessions().by_device.get(device).map_or(0, Vec::len)
+    }
+
     fn is_online(&self, device: &DeviceId) -> bool {
         self.sessions().by_device.get(device).is_some_and(|s| !s.is_empty())
     }

@@ -29,6 +29,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Server events waiting for the daemon before the connection is dropped and resynced.
 const EVENT_QUEUE: usize = 4096;
+/// Requests queued for the connection task: room for a burst of ICE signal to many peers.
+const OUTGOING_QUEUE: usize = 512;
 /// A ping this often keeps NAT mappings alive and notices a dead server.
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// No frame at all for this long: the connection is dead.
@@ -62,12 +64,43 @@ pub struct SignalClient {
     pub server_key: PublicKey,
 }
 
+/// One connection to the server, owned by whoever connected: its events arrive on
+/// `events`, and [`SignalSession::close`] ends it and waits for its task, so that the
+/// server sees the device go offline at once.
+#[derive(Debug)]
+pub struct SignalSession {
+    pub client: SignalClient,
+    pub welcome: Welcome,
+    pub events: mpsc::Receiver<Event>,
+    /// This end's address: when the machine loses it, the connection is dead.
+    pub local_addr: Option<std::net::SocketAddr>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long a closing session may take to say goodbye before its task is aborted.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+impl SignalSession {
+    /// Says goodbye to the server (a WebSocket Close) and waits for the connection task.
+    pub async fn close(self) {
+        self.stop.cancel();
+        let mut task = self.task;
+        if tokio::time::timeout(CLOSE_GRACE, &mut task).await.is_err() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Whether the connection task has ended (the server went away or stopped answering).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
 impl SignalClient {
     /// Connects, authenticates with `secret`, and starts the connection task.
-    pub async fn connect(
-        server: &ServerAddr,
-        secret: &StaticSecret,
-    ) -> Result<(Self, Welcome, mpsc::Receiver<Event>), SignalError> {
+    pub async fn connect(server: &ServerAddr, secret: &StaticSecret) -> Result<SignalSession, SignalError> {
         let name = server.to_string();
         let unreachable = |detail: String| SignalError::Unreachable { server: name.clone(), detail };
         let work = async {
@@ -75,6 +108,7 @@ impl SignalClient {
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             let _ = tcp.set_nodelay(true);
+            let local_addr = tcp.local_addr().ok();
             let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
                 .max_message_size(Some(MAX_SERVER_MESSAGE_BYTES))
                 .max_frame_size(Some(MAX_SERVER_MESSAGE_BYTES));
@@ -84,12 +118,12 @@ impl SignalClient {
                 let (ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(config))
                     .await
                     .map_err(|e| unreachable(e.to_string()))?;
-                Self::start(&name, ws, secret).await
+                Self::start(&name, ws, secret, local_addr).await
             } else {
                 let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
                     .await
                     .map_err(|e| unreachable(e.to_string()))?;
-                Self::start(&name, ws, secret).await
+                Self::start(&name, ws, secret, local_addr).await
             }
         };
         tokio::time::timeout(CONNECT_TIMEOUT, work)
@@ -101,7 +135,8 @@ impl SignalClient {
         name: &str,
         mut ws: WebSocketStream<S>,
         secret: &StaticSecret,
-    ) -> Result<(Self, Welcome, mpsc::Receiver<Event>), SignalError>
+        local_addr: Option<std::net::SocketAddr>,
+    ) -> Result<SignalSession, SignalError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -131,12 +166,23 @@ impl SignalClient {
             }
             other => return Err(protocol(format!("expected a welcome, got {other:?}"))),
         };
-        let (outgoing, outgoing_rx) = mpsc::channel(64);
+        let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_QUEUE);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let pending: Pending = Arc::default();
-        tokio::spawn(run(ws, outgoing_rx, events_tx, pending.clone()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(ws, outgoing_rx, events_tx, pending.clone(), stop.clone()));
         let client = Self { outgoing, pending, next_id: Arc::new(AtomicU64::new(1)), server_key };
-        Ok((client, welcome, events))
+        Ok(SignalSession { client, welcome, events, local_addr, stop, task })
+    }
+
+    /// Sends a request whose answer nobody waits for (sealed peer signal): queued in order
+    /// behind earlier requests, never waiting for room. The server's answer is dropped.
+    pub fn send_without_reply(&self, body: Request) -> Result<(), SignalError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.outgoing.try_send(ClientMessage::Request { id, body }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SignalError::Timeout,
+            mpsc::error::TrySendError::Closed(_) => SignalError::Disconnected,
+        })
     }
 
     pub async fn request(&self, body: Request) -> Result<Response, SignalError> {
@@ -196,12 +242,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut outgoing: mpsc::Receiver<ClientMessage>,
     events: mpsc::Sender<Event>,
     pending: Pending,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let (mut sink, mut stream) = ws.split();
     let mut ping = tokio::time::interval(PING_INTERVAL);
     let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            () = stop.cancelled() => break,
             frame = stream.next() => {
                 last_heard = tokio::time::Instant::now();
                 let text = match frame {

@@ -149,11 +149,13 @@ async fn run(
     {
         listen.owner_sid = args.owner_sid;
     }
-    let server = trellis_helper::daemon::serve_ipc(daemon, &listen).await?;
+    let server = trellis_helper::daemon::serve_ipc(daemon.clone(), &listen).await?;
     ready();
     shutdown.await?;
     tracing::info!("shutting down");
     drop(server);
+    // Peers see the device offline at once, and the TUN is gone before the process is.
+    daemon.shutdown().await;
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
 }

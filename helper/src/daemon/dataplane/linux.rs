@@ -15,8 +15,12 @@ use std::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::oneshot;
 
-use super::{apply, forward, local_for, Parts, IDLE_WAKE, TUN_BATCH, UDP_BATCHES};
+use super::{
+    apply, check_resumed, discard_stale, exit_reason, forward, local_for, suspend_detector, Parts, IDLE_WAKE,
+    TUN_BATCH, UDP_BATCHES,
+};
 use crate::daemon::udp::Udp;
 use crate::engine::{Engine, Transmit};
 use crate::tun::TunDevice;
@@ -33,48 +37,86 @@ pub(super) async fn open_udp(port: u16) -> io::Result<Udp> {
 /// device is gone when the drop returns.
 #[derive(Debug)]
 pub(super) struct Runner {
-    waker: Waker,
+    waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Runner {
-    pub(super) fn spawn(parts: Parts) -> io::Result<Self> {
+    /// Starts the thread; how it ended, unless stopped, goes to `exited`.
+    pub(super) fn spawn(parts: Parts, exited: oneshot::Sender<String>) -> io::Result<Self> {
         let poll = Poll::new()?;
         let registry = poll.registry();
         registry.register(&mut SourceFd(&parts.udp.as_raw_fd()), UDP, Interest::READABLE)?;
         registry.register(&mut SourceFd(&parts.tun.as_raw_fd()), TUN, Interest::READABLE)?;
-        let waker = Waker::new(registry, WAKE)?;
+        let waker = Arc::new(Waker::new(registry, WAKE)?);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new().name("trellis-dataplane".into()).spawn({
             let stop = Arc::clone(&stop);
-            move || run(poll, parts, &stop)
+            move || {
+                // The parts (the TUN among them) are dropped inside, panic or not.
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(poll, parts, &stop)));
+                if let Some(reason) = exit_reason(result) {
+                    tracing::error!(%reason, "the data plane stopped by itself");
+                    let _ = exited.send(reason);
+                }
+            }
         })?;
         Ok(Self { waker, stop, thread: Some(thread) })
     }
 
     /// Wakes the loop to read the commands sent to it.
-    pub(super) fn nudge(&self) {
-        if let Err(e) = self.waker.wake() {
-            tracing::warn!(error = %e, "cannot wake the data plane");
-        }
+    pub(super) fn nudger(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let waker = Arc::clone(&self.waker);
+        Arc::new(move || {
+            if let Err(e) = waker.wake() {
+                tracing::warn!(error = %e, "cannot wake the data plane");
+            }
+        })
+    }
+}
+
+impl Runner {
+    /// Tells the thread to stop; returns it to be joined.
+    fn signal_stop(&mut self) -> Option<JoinHandle<()>> {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        self.thread.take()
+    }
+}
+
+fn join(thread: JoinHandle<()>) {
+    if thread.join().is_err() {
+        tracing::error!("the data plane thread could not be joined");
+    }
+}
+
+impl super::Stop for Runner {
+    fn stop(mut self: Box<Self>) -> futures_util::future::BoxFuture<'static, ()> {
+        let thread = self.signal_stop();
+        Box::pin(async move {
+            if let Some(thread) = thread {
+                // The thread closes the TUN device as it ends, which may take the kernel a
+                // moment: joined off the runtime's workers.
+                let _ = tokio::task::spawn_blocking(move || join(thread)).await;
+            }
+        })
     }
 }
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.nudge();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the data plane thread panicked");
-            }
+        if let Some(thread) = self.signal_stop() {
+            join(thread);
         }
     }
 }
 
-fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
-    let Parts { mut engine, mut udp, mut tun, host_addrs, mut commands, outputs } = parts;
+/// The loop; returns why it ended by itself (`Ok` when stopped or orphaned).
+fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) -> Result<(), String> {
+    let Parts { mut engine, mut udp, mut tun, mut host_addrs, mut commands, outputs } = parts;
+    let mut suspend = suspend_detector();
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut events = Events::with_capacity(4);
     let mut transmits: Vec<Transmit> = Vec::new();
@@ -99,10 +141,7 @@ fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
         match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                tracing::error!(error = %e, "cannot wait for packets; stopping the data plane");
-                return;
-            }
+            Err(e) => return Err(format!("the data plane cannot wait for packets: {e}")),
         }
         for event in &events {
             match event.token() {
@@ -112,7 +151,10 @@ fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
             }
         }
         if stop.load(Ordering::Acquire) {
-            return;
+            return Ok(());
+        }
+        if check_resumed(&mut suspend, &mut engine, &outputs) {
+            discard_stale(&mut udp);
         }
         if udp_ready {
             udp_ready = read_udp(&mut engine, &mut udp, &mut tun, &mut transmits, &host_addrs, port);
@@ -120,17 +162,14 @@ fn run(mut poll: Poll, parts: Parts, stop: &AtomicBool) {
         if tun_ready {
             match read_tun(&mut engine, &mut tun) {
                 Ok(more) => tun_ready = more,
-                Err(e) => {
-                    tracing::error!(error = %e, "the TUN device failed; stopping the data plane");
-                    return;
-                }
+                Err(e) => return Err(format!("the TUN device failed: {e}")),
             }
         }
         loop {
             match commands.try_recv() {
-                Ok(command) => apply(&mut engine, command, Instant::now()),
+                Ok(command) => apply(&mut engine, &mut host_addrs, command, Instant::now()),
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Disconnected) => return Ok(()),
             }
         }
         let now = Instant::now();
@@ -228,30 +267,7 @@ mod tests {
 
     use super::super::{Command, Dataplane, DataplaneConfig};
 
-    /// Root and /dev/net/tun, or a loud skip (a failure under CI=true).
-    fn privileged() -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-        let tun = std::path::Path::new("/dev/net/tun").exists();
-        if root && tun {
-            return true;
-        }
-        let why =
-            format!("the data plane test needs root and /dev/net/tun (root: {root}, /dev/net/tun: {tun})");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; CI must run it");
-        eprintln!("SKIPPED (not silently): {why}");
-        false
-    }
-
-    /// Moves the calling thread (only it, and the threads it starts) into a network
-    /// namespace of its own, which the kernel removes with its last thread.
-    #[allow(unsafe_code)]
-    fn own_network_namespace() {
-        // SAFETY: unshare takes no pointers; CLONE_NEWNET changes only this thread's
-        // network namespace.
-        let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(result, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
-    }
+    use crate::daemon::tests_support::{own_network_namespace, privileged};
 
     fn interface_addresses(name: &str) -> Vec<IpAddr> {
         if_addrs::get_if_addrs().unwrap().into_iter().filter(|i| i.name == name).map(|i| i.ip()).collect()
@@ -262,7 +278,7 @@ mod tests {
     /// create the same interface again at once.
     #[test]
     fn the_thread_answers_commands_and_takes_its_tun_device_along_when_dropped() {
-        if !privileged() {
+        if !privileged("the data plane test") {
             return;
         }
         let inside = std::thread::spawn(|| {
@@ -284,7 +300,7 @@ mod tests {
                     assert_eq!(interface_addresses("trtest0"), vec![IpAddr::V4(my_ip.0)], "round {round}");
                     // An answer, not a dropped reply: the thread woke for the command.
                     let (reply, answer) = oneshot::channel();
-                    dataplane.send(Command::Ping(stranger, reply)).await;
+                    dataplane.handle.send(Command::Ping(stranger, reply)).await;
                     let answer = tokio::time::timeout(Duration::from_secs(10), answer).await;
                     let answer = answer.expect("no answer within 10 s").expect("the command was dropped");
                     assert!(matches!(&answer, Err(e) if e.contains("no peer")), "round {round}: {answer:?}");
@@ -301,6 +317,42 @@ mod tests {
                         );
                         std::thread::sleep(Duration::from_millis(5));
                     }
+                }
+            });
+        });
+        inside.join().unwrap();
+    }
+
+    /// A panic in the loop is caught and reported with its message, and the TUN device
+    /// goes with the thread: the daemon sees a dead data plane and can start another.
+    #[test]
+    fn a_panicking_loop_reports_why_and_releases_its_tun_device() {
+        if !privileged("the data plane panic test") {
+            return;
+        }
+        let inside = std::thread::spawn(|| {
+            own_network_namespace();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let (outputs, _outputs_rx) = mpsc::channel(16);
+                let config = DataplaneConfig {
+                    secret: StaticSecret::from([7; 32]),
+                    my_ip: OverlayIp("100.64.0.9".parse().unwrap()),
+                    range: OverlayNet::DEFAULT,
+                    tun_name: "trpanic0".into(),
+                    port: 0,
+                };
+                let mut dataplane = Dataplane::start(config, outputs).await.unwrap();
+                dataplane.handle.send(Command::Panic).await;
+                let reason = tokio::time::timeout(Duration::from_secs(10), &mut dataplane.exited)
+                    .await
+                    .expect("no exit reported within 10 s")
+                    .expect("the loop ended without a reason");
+                assert!(reason.contains("asked to panic by a test"), "{reason}");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !interface_addresses("trpanic0").is_empty() {
+                    assert!(Instant::now() < deadline, "the TUN outlived its panicked loop by 10 s");
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             });
         });

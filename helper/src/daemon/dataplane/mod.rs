@@ -7,8 +7,14 @@
 //! pays for each cache line and page its way touches, and a runtime's scheduler, timer
 //! wheel and wakers are many of them (docs/PERFORMANCE.md). Elsewhere ([`portable`]) it
 //! is a tokio task.
+//!
+//! Either way the loop reports how it ended: a TUN failure, an error, or a panic (caught)
+//! reaches its owner as a sentence on [`Dataplane::exited`], so that a dead data plane is
+//! seen and restarted rather than reported as up. The owner starts data planes through a
+//! [`DataplaneStarter`], which tests replace with a fake.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +23,9 @@ use trellis_protocol::{OverlayIp, OverlayNet, PublicKey};
 use x25519_dalek::StaticSecret;
 
 use super::udp::Udp;
-use crate::engine::{Engine, EngineConfig, EngineEvent, PeerConfig, PeerStatus, RelayServer};
+use crate::engine::{
+    Engine, EngineConfig, EngineEvent, PeerConfig, PeerStatus, RelayServer, SuspendDetector,
+};
 use crate::tun::TunDevice;
 
 #[cfg(target_os = "linux")]
@@ -50,6 +58,11 @@ pub enum Command {
     Signal(PublicKey, PeerSignal),
     Ping(PublicKey, oneshot::Sender<Result<(), String>>),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
+    /// The machine's addresses changed: new host candidates (the daemon's watcher).
+    SetHostAddrs(Vec<SocketAddr>),
+    /// Makes the loop panic: tests that a dead data plane is seen.
+    #[cfg(test)]
+    Panic,
 }
 
 /// What the data plane tells the daemon.
@@ -58,6 +71,10 @@ pub enum Output {
     /// To be sealed and sent to the peer through the signal server.
     Signal(PublicKey, PeerSignal),
     Event(EngineEvent),
+    /// The loop did not run for this long (the machine slept, or the process was
+    /// stopped): the engine re-handshakes and re-checks its paths; the daemon checks its
+    /// signal connection.
+    Resumed(Duration),
 }
 
 /// Debug leaves the secret out.
@@ -81,14 +98,74 @@ impl std::fmt::Debug for DataplaneConfig {
     }
 }
 
-#[derive(Debug)]
-pub struct Dataplane {
-    /// Dropped before `runner`, which then stops the loop and waits for it: the loop
-    /// drops the TUN device, which removes the interface.
+/// What talks to a running data plane: cheap to clone, so that an IPC request can ask it
+/// for its peers without holding up the daemon. Commands to a stopped one are dropped.
+#[derive(Clone)]
+pub struct DataplaneHandle {
     commands: mpsc::Sender<Command>,
-    runner: platform::Runner,
+    nudge: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for DataplaneHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataplaneHandle").finish_non_exhaustive()
+    }
+}
+
+impl DataplaneHandle {
+    pub fn new(commands: mpsc::Sender<Command>, nudge: Arc<dyn Fn() + Send + Sync>) -> Self {
+        Self { commands, nudge }
+    }
+
+    pub async fn send(&self, command: Command) {
+        if self.commands.send(command).await.is_ok() {
+            (self.nudge)();
+        }
+    }
+
+    /// Sends without waiting for room: for the daemon's own loop, which must never wait
+    /// on the data plane (the data plane never waits on it either). A full queue means a
+    /// stuck loop; the command is dropped and logged.
+    pub fn try_send(&self, command: Command) {
+        match self.commands.try_send(command) {
+            Ok(()) => (self.nudge)(),
+            Err(mpsc::error::TrySendError::Full(_)) => tracing::warn!("the data plane is not keeping up"),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    pub async fn peers(&self) -> Vec<PeerStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Peers(tx)).await;
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// What stops a data plane's loop: the platform's runner, or a test's fake.
+pub trait Stop: Send + Sync {
+    /// Stops the loop and waits for it without blocking the runtime: the TUN device and the
+    /// socket are gone when the future completes.
+    fn stop(self: Box<Self>) -> futures_util::future::BoxFuture<'static, ()>;
+}
+
+/// A running data plane. [`Dataplane::stop`] stops the loop and waits for it; dropping it
+/// stops it too (on Linux waiting for the thread, elsewhere without waiting).
+pub struct Dataplane {
+    pub handle: DataplaneHandle,
+    /// A sentence saying why the loop ended by itself (never sent after a drop).
+    pub exited: oneshot::Receiver<String>,
     pub my_ip: OverlayIp,
     pub port: u16,
+    runner: Box<dyn Stop>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("my_ip", &self.my_ip)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the loop owns.
@@ -99,6 +176,29 @@ struct Parts {
     host_addrs: Vec<SocketAddr>,
     commands: mpsc::Receiver<Command>,
     outputs: mpsc::Sender<Output>,
+}
+
+/// Starts data planes for the daemon: the real one ([`SystemDataplane`]) or a test's fake.
+pub trait DataplaneStarter: Send + Sync + 'static {
+    fn start(
+        &self,
+        config: DataplaneConfig,
+        outputs: mpsc::Sender<Output>,
+    ) -> futures_util::future::BoxFuture<'static, anyhow::Result<Dataplane>>;
+}
+
+/// The real data plane: a TUN device, the UDP socket and the engine.
+#[derive(Debug, Default)]
+pub struct SystemDataplane;
+
+impl DataplaneStarter for SystemDataplane {
+    fn start(
+        &self,
+        config: DataplaneConfig,
+        outputs: mpsc::Sender<Output>,
+    ) -> futures_util::future::BoxFuture<'static, anyhow::Result<Dataplane>> {
+        Box::pin(Dataplane::start(config, outputs))
+    }
 }
 
 impl Dataplane {
@@ -116,27 +216,99 @@ impl Dataplane {
             Instant::now(),
         );
         let (commands, command_rx) = mpsc::channel(256);
+        let (exit_tx, exited) = oneshot::channel();
         let parts = Parts { engine, udp, tun, host_addrs, commands: command_rx, outputs };
-        let runner = platform::Runner::spawn(parts).context("cannot start the data plane")?;
-        Ok(Self { commands, runner, my_ip: config.my_ip, port })
+        let runner = platform::Runner::spawn(parts, exit_tx).context("cannot start the data plane")?;
+        let nudge = runner.nudger();
+        let handle = DataplaneHandle::new(commands, nudge);
+        Ok(Self::from_parts(handle, exited, config.my_ip, port, Box::new(runner)))
     }
 
-    pub async fn send(&self, command: Command) {
-        if self.commands.send(command).await.is_ok() {
-            self.runner.nudge();
-        }
+    /// A data plane made of its parts: the real one above, or a test's fake.
+    pub fn from_parts(
+        handle: DataplaneHandle,
+        exited: oneshot::Receiver<String>,
+        my_ip: OverlayIp,
+        port: u16,
+        runner: Box<dyn Stop>,
+    ) -> Self {
+        Self { handle, exited, my_ip, port, runner }
     }
 
-    pub async fn peers(&self) -> Vec<PeerStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Peers(tx)).await;
-        rx.await.unwrap_or_default()
+    /// Stops the loop and waits until its TUN device and socket are gone.
+    pub async fn stop(self) {
+        self.runner.stop().await;
     }
 }
 
+/// Why a loop ended, from its result or its panic.
+fn exit_reason(result: std::thread::Result<Result<(), String>>) -> Option<String> {
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(reason)) => Some(reason),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Some(format!("the data plane crashed: {message}"))
+        }
+    }
+}
+
+/// Notices that the loop did not run for a while (sleep, SIGSTOP) and tells the engine
+/// and the daemon; returns whether it did.
+fn check_resumed(suspend: &mut SuspendDetector, engine: &mut Engine, outputs: &mpsc::Sender<Output>) -> bool {
+    let now = Instant::now();
+    let Some(slept) = suspend.observe(now, crate::daemon::boot_clock::boot_time()) else { return false };
+    tracing::info!(slept_ms = slept.as_millis() as u64, "resumed after a pause: re-checking every path");
+    engine.handle_resume(now);
+    let _ = outputs.try_send(Output::Resumed(slept));
+    true
+}
+
+/// Most datagrams dropped as stale after a pause (a socket buffer holds a few hundred).
+const STALE_DATAGRAMS_MAX: usize = 4096;
+
+/// Drops what the socket queued while the loop did not run: a peer's handshake retries
+/// from minutes ago would each be answered, fill boringtun's per-peer handshake limit and
+/// get the fresh handshake that follows a cookie instead of a session; old ICE checks and
+/// data are no use either. What the peer still wants it sends again.
+fn discard_stale(udp: &mut Udp) {
+    let mut dropped = 0;
+    while dropped < STALE_DATAGRAMS_MAX {
+        match udp.try_recv_batch(|_, _| {}) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => dropped += n,
+        }
+    }
+    if dropped > 0 {
+        tracing::info!(dropped, "dropped the datagrams queued during the pause");
+    }
+}
+
+/// A detector for the loop: it wakes at least every [`IDLE_WAKE`].
+fn suspend_detector() -> SuspendDetector {
+    SuspendDetector::new(Instant::now(), crate::daemon::boot_clock::boot_time(), SUSPEND_GAP)
+}
+
+/// A pause of the loop longer than this counts as a suspend: the loop wakes every
+/// [`IDLE_WAKE`] at the latest, so a few seconds without a turn means it was not running.
+const SUSPEND_GAP: Duration = Duration::from_secs(4);
+
 /// Carries out a command from the daemon.
-fn apply(engine: &mut Engine, command: Command, now: Instant) {
+fn apply(engine: &mut Engine, host_addrs: &mut Vec<SocketAddr>, command: Command, now: Instant) {
     match command {
+        Command::SetHostAddrs(addrs) => {
+            if *host_addrs != addrs {
+                tracing::info!(candidates = ?addrs, "host addresses changed");
+                host_addrs.clone_from(&addrs);
+                engine.set_host_addrs(addrs, now);
+            }
+        }
+        #[cfg(test)]
+        Command::Panic => panic!("asked to panic by a test"),
         Command::SetPeers(peers) => engine.set_peers(&peers, now),
         Command::SetRelay(relay) => engine.set_relay(relay, now),
         Command::Signal(from, signal) => engine.handle_signal(from, signal, now),
@@ -163,7 +335,7 @@ fn forward(engine: &mut Engine, outputs: &mpsc::Sender<Output>) {
 
 /// The machine's own addresses on the overlay's UDP port: the host candidates. The
 /// overlay's own addresses and loopback are left out.
-fn host_addresses(port: u16, overlay: OverlayNet) -> Vec<SocketAddr> {
+pub fn host_addresses(port: u16, overlay: OverlayNet) -> Vec<SocketAddr> {
     let mut found: Vec<SocketAddr> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()

@@ -6,9 +6,13 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{apply, forward, local_for, Parts, BUFFER_BYTES, IDLE_WAKE, TUN_BATCH, UDP_BATCHES};
+use super::{
+    apply, check_resumed, discard_stale, exit_reason, forward, local_for, suspend_detector, Parts,
+    BUFFER_BYTES, IDLE_WAKE, TUN_BATCH, UDP_BATCHES,
+};
 use crate::daemon::udp::Udp;
 use crate::engine::{Engine, Transmit};
 use crate::tun::TunDevice;
@@ -17,29 +21,57 @@ pub(super) async fn open_udp(port: u16) -> std::io::Result<Udp> {
     Udp::new(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await?)
 }
 
-/// The loop's task; dropping it aborts the task.
+/// The loop's task; [`super::Stop::stop`] aborts it and waits for it, a drop only aborts it.
 #[derive(Debug)]
 pub(super) struct Runner {
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Runner {
-    pub(super) fn spawn(parts: Parts) -> std::io::Result<Self> {
-        Ok(Self { task: tokio::spawn(run(parts)) })
+    /// Starts the task; how it ended, unless stopped, goes to `exited`.
+    pub(super) fn spawn(parts: Parts, exited: oneshot::Sender<String>) -> std::io::Result<Self> {
+        let task = tokio::spawn(async move {
+            let result = std::panic::AssertUnwindSafe(run(parts)).catch_unwind().await;
+            if let Some(reason) = exit_reason(result) {
+                tracing::error!(%reason, "the data plane stopped by itself");
+                let _ = exited.send(reason);
+            }
+        });
+        Ok(Self { task: Some(task) })
     }
 
-    /// The task waits on the command channel itself: nothing to do.
-    pub(super) fn nudge(&self) {}
+    /// The task waits on the command channel itself: nothing to wake.
+    pub(super) fn nudger(&self) -> std::sync::Arc<dyn Fn() + Send + Sync> {
+        std::sync::Arc::new(|| {})
+    }
+}
+
+impl super::Stop for Runner {
+    fn stop(mut self: Box<Self>) -> futures_util::future::BoxFuture<'static, ()> {
+        let task = self.task.take();
+        // Awaited: the aborted task drops its TUN device and socket before this completes,
+        // so a new data plane can take the same adapter and port at once.
+        Box::pin(async move {
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
+        })
+    }
 }
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
-async fn run(parts: Parts) {
-    let Parts { mut engine, mut udp, tun, host_addrs, mut commands, outputs } = parts;
+/// The loop; returns why it ended by itself (`Ok` when orphaned).
+async fn run(parts: Parts) -> Result<(), String> {
+    let Parts { mut engine, mut udp, tun, mut host_addrs, mut commands, outputs } = parts;
+    let mut suspend = suspend_detector();
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut tun_buf = vec![0u8; BUFFER_BYTES];
     let mut transmits: Vec<Transmit> = Vec::new();
@@ -61,6 +93,10 @@ async fn run(parts: Parts) {
         tokio::select! {
             ready = udp.readable() => match ready {
                 Ok(()) => {
+                    // Before the reads: what queued during a pause is stale.
+                    if check_resumed(&mut suspend, &mut engine, &outputs) {
+                        discard_stale(&mut udp);
+                    }
                     for _ in 0..UDP_BATCHES {
                         let now = Instant::now();
                         let read = udp.try_recv_batch(|from, datagram| {
@@ -93,19 +129,17 @@ async fn run(parts: Parts) {
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "the TUN device failed; stopping the data plane");
-                    return;
-                }
+                Err(e) => return Err(format!("the TUN device failed: {e}")),
             },
             command = commands.recv() => match command {
-                None => return,
-                Some(command) => apply(&mut engine, command, Instant::now()),
+                None => return Ok(()),
+                Some(command) => apply(&mut engine, &mut host_addrs, command, Instant::now()),
             },
             _ = &mut sleep => {
                 engine.handle_timeout(Instant::now());
             }
         }
+        check_resumed(&mut suspend, &mut engine, &outputs);
         drain(&mut engine, &mut udp, &tun, &mut transmits).await;
         forward(&mut engine, &outputs);
     }
