@@ -16,6 +16,8 @@ pub struct Process {
     pub name: String,
     child: Child,
     pub log: PathBuf,
+    /// Stopped by SIGSTOP and not continued yet: continued before it is killed on drop.
+    stopped: bool,
 }
 
 /// What the helpers and the server log: `TRELLIS_E2E_LOG` when set (to chase a failure
@@ -39,7 +41,7 @@ impl Process {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { name: name.into(), child, log }
+        Self { name: name.into(), child, log, stopped: false }
     }
 
     /// Runs a prepared command outside any namespace (e.g. the desktop app, which only
@@ -53,7 +55,7 @@ impl Process {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { name: name.into(), child, log }
+        Self { name: name.into(), child, log, stopped: false }
     }
 
     pub fn log_text(&self) -> String {
@@ -69,6 +71,55 @@ impl Process {
 }
 
 impl Process {
+    /// The process id (`ip netns exec` execs the program, so this is the program itself).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` ("STOP", "CONT", "TERM", ...) with kill(1). A stopped process is
+    /// remembered, so that dropping it continues it first.
+    pub fn signal(&mut self, signal: &str) {
+        let pid = self.pid().to_string();
+        let out = Command::new("kill").args(["-s", signal, &pid]).output().expect("kill runs");
+        assert!(
+            out.status.success(),
+            "kill -s {signal} {} ({pid}) failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match signal {
+            "STOP" => self.stopped = true,
+            "CONT" => self.stopped = false,
+            _ => {}
+        }
+    }
+
+    /// The process's state letter from /proc/PID/stat: 'T' while stopped by a signal.
+    pub fn state(&self) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .unwrap_or_else(|e| panic!("cannot read the state of {}: {e}", self.name));
+        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, STATE follows the last ')'.
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).unwrap_or('?')
+    }
+
+    /// How many file descriptors the process holds (/proc/PID/fd).
+    pub fn open_fds(&self) -> usize {
+        proc_entries(self.pid(), "fd")
+    }
+
+    /// How many threads the process runs (/proc/PID/task).
+    pub fn threads(&self) -> usize {
+        proc_entries(self.pid(), "task")
+    }
+}
+
+fn proc_entries(pid: u32, dir: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/{dir}"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/{dir}: {e}"))
+        .count()
+}
+
+impl Process {
     /// Lets the process run on after this value is gone.
     pub fn detach(self) {
         std::mem::forget(self);
@@ -77,6 +128,11 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // SIGKILL ends a stopped process too; continuing it first is for certainty that no
+        // frozen helper outlives a test that failed while it was stopped.
+        if self.stopped {
+            let _ = Command::new("kill").args(["-s", "CONT", &self.pid().to_string()]).output();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         // A failing test shows every process's log; TRELLIS_E2E_PRINT_LOGS shows them for

@@ -72,8 +72,9 @@ pub fn ping_fails(world: &World, home: usize, ip: &str) -> bool {
 /// A bulk transfer from `from` to `to` (whose overlay address is `to_ip`), in progress.
 #[derive(Debug)]
 pub struct Transfer {
-    receiver: std::process::Child,
-    sender: std::process::Child,
+    // Options so that `finish` can take them and `Drop` kill whatever a failed test left.
+    receiver: Option<std::process::Child>,
+    sender: Option<std::process::Child>,
 }
 
 const TRANSFER_PORT: &str = "9000";
@@ -104,13 +105,13 @@ impl Transfer {
             .stdout(Stdio::piped())
             .spawn()
             .expect("the sender starts");
-        Self { receiver, sender }
+        Self { receiver: Some(receiver), sender: Some(sender) }
     }
 
     /// Waits for both ends; asserts every byte arrived unaltered; returns the byte count.
-    pub fn finish(self) -> u64 {
-        let sent = self.sender.wait_with_output().unwrap();
-        let received = self.receiver.wait_with_output().unwrap();
+    pub fn finish(mut self) -> u64 {
+        let sent = self.sender.take().expect("not finished yet").wait_with_output().unwrap();
+        let received = self.receiver.take().expect("not finished yet").wait_with_output().unwrap();
         assert!(sent.status.success(), "sender failed: {sent:?}");
         assert!(received.status.success(), "receiver failed: {received:?}");
         let sent = String::from_utf8_lossy(&sent.stdout).trim().to_string();
@@ -118,6 +119,54 @@ impl Transfer {
         assert_eq!(sent, received, "the far side got different bytes (count and SHA-256)");
         sent.split_whitespace().next().unwrap().parse().unwrap()
     }
+}
+
+impl Transfer {
+    /// Whether either end is still at work.
+    pub fn is_running(&mut self) -> bool {
+        [&mut self.sender, &mut self.receiver]
+            .into_iter()
+            .flatten()
+            .any(|child| child.try_wait().expect("the transfer's state").is_none())
+    }
+
+    /// [`Transfer::finish`], failing (and killing both ends) if it takes longer than
+    /// `within`: a tunnel that never comes back must fail the test, not hang it.
+    pub fn finish_within(mut self, within: Duration) -> u64 {
+        wait_for_within("the transfer to end", within, || (!self.is_running()).then_some(()));
+        self.finish()
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        // Only after a failure: both ends would otherwise wait on a dead tunnel for minutes.
+        for child in [&mut self.sender, &mut self.receiver].into_iter().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until one ping from `home` to `ip` is answered within 300 ms, polling: a finer
+/// clock than [`wait_for_ping`] (whose failed tries cost a second each) for recovery
+/// figures with floors of a few seconds. Returns how long it took.
+pub fn wait_for_quick_ping(world: &World, home: usize, ip: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    wait_for_within(&format!("a quick ping from {} to {ip}", world.homes[home].name), within, || {
+        world.exec(home, &["ping", "-c", "1", "-W", "0.3", ip]).status.success().then_some(())
+    });
+    start.elapsed()
+}
+
+/// Whether the home's device namespace has a network interface named `name`.
+pub fn has_link(world: &World, home: usize, name: &str) -> bool {
+    world.exec(home, &["ip", "link", "show", "dev", name]).status.success()
+}
+
+/// The far end of `home`'s path to `peer` (`trellis peers`), e.g. "203.0.113.12:41641".
+pub fn path_remote(world: &World, home: usize, peer: &str) -> Option<String> {
+    peer_view(world, home, peer)?["path"]["remote_addr"].as_str().map(str::to_string)
 }
 
 /// The `e2e-transfer` binary: cargo builds a package's binaries next to its integration

@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::netns::{run, Netns};
 use crate::process::{binaries, wait_for, Process};
@@ -20,6 +21,9 @@ use crate::process::{binaries, wait_for, Process};
 pub const SERVER_IP: &str = "203.0.113.1";
 pub const API_PORT: u16 = 8443;
 pub const RELAY_PORT: u16 = 3478;
+/// Every home's router on its LAN, and the address its device gets by default.
+pub const LAN_ROUTER_IP: &str = "198.51.100.1";
+pub const LAN_DEVICE_IP: &str = "198.51.100.2";
 
 /// How a home's router translates and filters.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -76,6 +80,10 @@ pub struct World {
     prefix: String,
     pub dir: tempfile::TempDir,
 }
+
+/// Where the routers' public addresses go when they change ([`World::rebind_nat`]): above
+/// the ones [`World::add_home`] hands out (203.0.113.11 up).
+const FRESH_WAN_IPS: std::ops::RangeInclusive<u8> = 101..=254;
 
 impl World {
     /// The internet namespace with its bridge; `tag` keeps names unique per test.
@@ -143,6 +151,16 @@ impl World {
 
     /// Adds a home behind a router of kind `nat`; returns its index.
     pub fn add_home(&mut self, name: &str, nat: Nat) -> usize {
+        self.add_home_with(name, nat, true)
+    }
+
+    /// Adds a home whose device's interface is up but has no address and no route yet,
+    /// like a machine whose DHCP lease has not come; [`World::set_lan_address`] gives one.
+    pub fn add_home_without_address(&mut self, name: &str, nat: Nat) -> usize {
+        self.add_home_with(name, nat, false)
+    }
+
+    fn add_home_with(&mut self, name: &str, nat: Nat, addressed: bool) -> usize {
         let index = self.homes.len();
         let wan_ip = format!("203.0.113.{}", 11 + index);
         let state_dir = self.dir.path().join(format!("{name}-state"));
@@ -151,7 +169,9 @@ impl World {
             let device = Netns::new(format!("{}d{index}", self.prefix));
             let eth = format!("{}e{index}", self.prefix);
             self.plug_into_internet(&device, &eth, index);
-            device.exec_ok(&["ip", "addr", "add", &format!("{wan_ip}/24"), "dev", &eth]);
+            if addressed {
+                device.exec_ok(&["ip", "addr", "add", &format!("{wan_ip}/24"), "dev", &eth]);
+            }
             device.exec_ok(&["ip", "link", "set", &eth, "up"]);
             let home =
                 Home { name: name.into(), router: None, device, wan_ip, state_dir, socket, helper: None };
@@ -184,11 +204,13 @@ impl World {
                 &device.name,
             ],
         );
-        router.exec_ok(&["ip", "addr", "add", "198.51.100.1/24", "dev", &lan]);
+        router.exec_ok(&["ip", "addr", "add", &format!("{LAN_ROUTER_IP}/24"), "dev", &lan]);
         router.exec_ok(&["ip", "link", "set", &lan, "up"]);
-        device.exec_ok(&["ip", "addr", "add", "198.51.100.2/24", "dev", &eth]);
         device.exec_ok(&["ip", "link", "set", &eth, "up"]);
-        device.exec_ok(&["ip", "route", "add", "default", "via", "198.51.100.1"]);
+        if addressed {
+            device.exec_ok(&["ip", "addr", "add", &format!("{LAN_DEVICE_IP}/24"), "dev", &eth]);
+            device.exec_ok(&["ip", "route", "add", "default", "via", LAN_ROUTER_IP]);
+        }
         router.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         load_nft(&router, &router_rules(&wan, &lan, nat));
 
@@ -332,6 +354,127 @@ impl World {
 
     pub fn log_dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// Roaming: a device's address changes, its NAT rebinds and forgets, its helper sleeps.
+impl World {
+    /// The device's interface: to its router, or to the internet's switch for [`Nat::Public`].
+    pub fn device_interface(&self, home: usize) -> String {
+        format!("{}e{home}", self.prefix)
+    }
+
+    /// The IPv4 addresses (without prefix length) on the device's interface.
+    pub fn lan_addresses(&self, home: usize) -> Vec<String> {
+        let eth = self.device_interface(home);
+        let out = self.homes[home].device.exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", &eth]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace().skip_while(|w| *w != "inet").skip(1);
+                words.next().and_then(|cidr| cidr.split('/').next()).map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Gives the device `ip` in place of whatever address it had, as a new DHCP lease does:
+    /// the old address goes (the kernel drops the default route with it), the new one
+    /// comes, then the default route again. For a [`Nat::Public`] home `ip` is its public
+    /// address, on the internet's /24.
+    pub fn set_lan_address(&mut self, home: usize, ip: &str) {
+        self.remove_lan_address(home);
+        let eth = self.device_interface(home);
+        let h = &mut self.homes[home];
+        h.device.exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &eth]);
+        if h.router.is_some() {
+            h.device.exec_ok(&["ip", "route", "replace", "default", "via", LAN_ROUTER_IP]);
+        } else {
+            h.wan_ip = ip.to_string();
+        }
+    }
+
+    /// Takes the device's addresses away (and with them its default route): a lost lease,
+    /// or a machine booting before DHCP answers.
+    pub fn remove_lan_address(&self, home: usize) {
+        let eth = self.device_interface(home);
+        self.homes[home].device.exec_ok(&["ip", "-4", "addr", "flush", "dev", &eth, "scope", "global"]);
+    }
+
+    /// The home's router gets a new public address and forgets every mapping, as when an
+    /// ISP hands out a new lease or a carrier-grade NAT restarts: the old address goes
+    /// (the kernel drops the masquerade mappings made with it), a free one of
+    /// 203.0.113.0/24 comes (masquerade takes whatever address the interface has), and
+    /// the connection tracking table is flushed. Returns the new address.
+    pub fn rebind_nat(&mut self, home: usize) -> String {
+        let in_use: Vec<String> =
+            self.homes.iter().map(|h| h.wan_ip.clone()).chain([SERVER_IP.to_string()]).collect();
+        let fresh = FRESH_WAN_IPS
+            .map(|n| format!("203.0.113.{n}"))
+            .find(|ip| !in_use.contains(ip))
+            .expect("a free address in 203.0.113.0/24");
+        let wan = format!("{}w{home}", self.prefix);
+        let h = &mut self.homes[home];
+        let router = h.router.as_ref().unwrap_or_else(|| panic!("{} has no router to rebind", h.name));
+        // Old first, then new: an address added beside the old one would be a secondary,
+        // and deleting the primary takes its secondaries with it.
+        router.exec_ok(&["ip", "addr", "del", &format!("{}/24", h.wan_ip), "dev", &wan]);
+        router.exec_ok(&["ip", "addr", "add", &format!("{fresh}/24"), "dev", &wan]);
+        h.wan_ip = fresh.clone();
+        self.flush_nat(home);
+        fresh
+    }
+
+    /// Empties the home router's connection tracking table: every NAT mapping and every
+    /// "established" entry that let replies in is forgotten.
+    pub fn flush_nat(&self, home: usize) {
+        let out = self.router(home).exec(&["conntrack", "-F"]);
+        assert!(
+            out.status.success(),
+            "`conntrack -F` in {} failed (the conntrack package is in xtask's TEST_PACKAGES): {}",
+            self.router(home).name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The UDP flows the home's router tracks (its UDP mappings), one `conntrack -L` line each.
+    pub fn nat_udp_flows(&self, home: usize) -> Vec<String> {
+        let out = self.router(home).exec(&["conntrack", "-L", "-p", "udp"]);
+        assert!(out.status.success(), "conntrack -L: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("udp"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Sets how long the home's router keeps a UDP mapping without traffic: `unreplied`
+    /// for one that never saw a reply, `replied` for one that did. These sysctls are per
+    /// network namespace, so only this router changes.
+    pub fn set_nat_udp_timeouts(&self, home: usize, unreplied: Duration, replied: Duration) {
+        self.router(home).exec_ok(&[
+            "sysctl",
+            "-qw",
+            &format!("net.netfilter.nf_conntrack_udp_timeout={}", unreplied.as_secs().max(1)),
+            &format!("net.netfilter.nf_conntrack_udp_timeout_stream={}", replied.as_secs().max(1)),
+        ]);
+    }
+
+    /// Sends `signal` ("STOP", "CONT", ...) to the home's `trellisd`; a helper left
+    /// stopped is continued and killed when the world is dropped.
+    pub fn signal_helper(&mut self, home: usize, signal: &str) {
+        let h = &mut self.homes[home];
+        h.helper.as_mut().unwrap_or_else(|| panic!("{} runs no helper", h.name)).signal(signal);
+    }
+
+    /// The home's running `trellisd`.
+    pub fn helper(&self, home: usize) -> &Process {
+        let h = &self.homes[home];
+        h.helper.as_ref().unwrap_or_else(|| panic!("{} runs no helper", h.name))
+    }
+
+    fn router(&self, home: usize) -> &Netns {
+        let h = &self.homes[home];
+        h.router.as_ref().unwrap_or_else(|| panic!("{} has no router", h.name))
     }
 }
 

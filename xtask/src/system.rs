@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 /// openssl: the signal server's TLS test makes a throwaway certificate with it.
 /// iproute2 and iputils-ping: the helper's namespace smoke test builds its network and pings across it.
 /// nftables: the end-to-end tests' NAT routers.
-pub const TEST_PACKAGES: &[&str] = &["openssl", "iproute2", "iputils-ping", "nftables"];
+/// conntrack: the end-to-end tests make a NAT router forget its mappings (`conntrack -F`).
+pub const TEST_PACKAGES: &[&str] = &["openssl", "iproute2", "iputils-ping", "nftables", "conntrack"];
 
 /// Debian packages `cargo xtask bench` needs beyond [`TEST_PACKAGES`]: iperf3 for throughput,
 /// and wireguard-go with wg (wireguard-tools) as the userspace WireGuard to compare with.
