@@ -161,23 +161,39 @@ fn run_checked(command: &mut Command) -> Result<()> {
 
 /// Runs `cargo test`, passing its output through and counting the results it reports:
 /// the counts, and whether the run passed (the counts stand in the report either way).
+///
+/// A test binary that dies without its summary line fails the run even when its exit
+/// status does not say so: under wine, a process that calls a function wine lacks is
+/// "debugged" and may end with status 0.
 fn run_tests(command: &mut Command) -> Result<(TestCounts, Result<()>)> {
     let mut child = command
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("could not start {:?}", command.get_program()))?;
     let mut counts = TestCounts::default();
+    let (mut started, mut finished, mut announced) = (0u32, 0u32, 0u32);
     let stdout = child.stdout.take().expect("stdout is piped");
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
         if let Some(result) = TestCounts::parse_result_line(&line) {
             counts.add(result);
+            finished += 1;
+        } else if let Some(tests) = TestCounts::parse_running_line(&line) {
+            started += 1;
+            announced += tests;
         }
     }
     let status = child.wait()?;
+    let reported = counts.passed + counts.failed + counts.ignored;
     let outcome = if !status.success() || counts.failed > 0 {
         Err(anyhow::anyhow!("{} failed ({status}; {counts})", describe(command)))
+    } else if finished < started || reported < announced {
+        Err(anyhow::anyhow!(
+            "{}: {} of {started} test binaries ended without their summary, {reported} of {announced} tests reported (a crash; see the output above)",
+            describe(command),
+            started - finished.min(started)
+        ))
     } else if counts.passed == 0 {
         Err(anyhow::anyhow!("{} ran no test", describe(command)))
     } else {

@@ -32,6 +32,15 @@ impl TestCounts {
         Some(result)
     }
 
+    /// Reads libtest's opening line of one test binary, `running 12 tests` (or `1 test`):
+    /// how many it is about to run.
+    pub fn parse_running_line(line: &str) -> Option<u32> {
+        let rest = line.trim().strip_prefix("running ")?;
+        let (number, what) = rest.split_once(' ')?;
+        matches!(what, "tests" | "test").then_some(())?;
+        number.parse().ok()
+    }
+
     pub fn add(&mut self, other: Self) {
         self.passed += other.passed;
         self.failed += other.failed;
@@ -127,6 +136,9 @@ mod tests {
             Some(TestCounts { passed: 3, failed: 2, ignored: 0 })
         );
         assert_eq!(TestCounts::parse_result_line("running 12 tests"), None);
+        assert_eq!(TestCounts::parse_running_line("running 12 tests"), Some(12));
+        assert_eq!(TestCounts::parse_running_line("running 1 test"), Some(1));
+        assert_eq!(TestCounts::parse_running_line("running the tests under wine"), None);
         assert_eq!(TestCounts::parse_result_line("test foo ... ok"), None);
     }
 
