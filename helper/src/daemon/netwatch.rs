@@ -191,24 +191,15 @@ mod platform {
         }
     }
 
+    /// The callback of both registrations (`Row` is the kind of row each reports, which
+    /// does not matter: the daemon reads the addresses itself).
     #[allow(unsafe_code)]
-    unsafe extern "system" fn on_address(
+    unsafe extern "system" fn on_change<Row>(
         context: *const c_void,
-        _row: *const MIB_UNICASTIPADDRESS_ROW,
+        _row: *const Row,
         _kind: MIB_NOTIFICATION_TYPE,
     ) {
         // SAFETY: the context is the sender, alive until the registrations are cancelled.
-        let sender = unsafe { &*context.cast::<mpsc::Sender<()>>() };
-        let _ = sender.try_send(());
-    }
-
-    #[allow(unsafe_code)]
-    unsafe extern "system" fn on_interface(
-        context: *const c_void,
-        _row: *const MIB_IPINTERFACE_ROW,
-        _kind: MIB_NOTIFICATION_TYPE,
-    ) {
-        // SAFETY: as in on_address.
         let sender = unsafe { &*context.cast::<mpsc::Sender<()>>() };
         let _ = sender.try_send(());
     }
@@ -221,16 +212,30 @@ mod platform {
         let mut handle: HANDLE = std::ptr::null_mut();
         // SAFETY: the callback and context stay valid until cancelled in Drop; handle is
         // a valid out pointer.
-        let status =
-            unsafe { NotifyUnicastIpAddressChange(AF_UNSPEC, Some(on_address), context, false, &mut handle) };
+        let status = unsafe {
+            NotifyUnicastIpAddressChange(
+                AF_UNSPEC,
+                Some(on_change::<MIB_UNICASTIPADDRESS_ROW>),
+                context,
+                false,
+                &mut handle,
+            )
+        };
         if status != NO_ERROR {
             return Err(std::io::Error::from_raw_os_error(status as i32));
         }
         registrations.handles.push(handle);
         let mut handle: HANDLE = std::ptr::null_mut();
         // SAFETY: as above.
-        let status =
-            unsafe { NotifyIpInterfaceChange(AF_UNSPEC, Some(on_interface), context, false, &mut handle) };
+        let status = unsafe {
+            NotifyIpInterfaceChange(
+                AF_UNSPEC,
+                Some(on_change::<MIB_IPINTERFACE_ROW>),
+                context,
+                false,
+                &mut handle,
+            )
+        };
         if status != NO_ERROR {
             return Err(std::io::Error::from_raw_os_error(status as i32));
         }
@@ -284,23 +289,18 @@ mod tests {
         if !crate::daemon::tests_support::privileged("the address watcher test") {
             return;
         }
-        let inside = std::thread::spawn(|| {
-            crate::daemon::tests_support::own_network_namespace();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                let (tx, mut rx) = mpsc::channel(4);
-                let watcher = NetWatcher::start(tx).unwrap();
-                let ip = |args: &[&str]| {
-                    let status = std::process::Command::new("ip").args(args).status().unwrap();
-                    assert!(status.success(), "ip {args:?}");
-                };
-                ip(&["link", "set", "lo", "up"]);
-                ip(&["addr", "add", "192.0.2.5/24", "dev", "lo"]);
-                let heard = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
-                assert_eq!(heard.expect("no announcement within 10 s"), Some(()));
-                watcher.stop().await;
-            });
+        crate::daemon::tests_support::in_own_network_namespace(|| async {
+            let (tx, mut rx) = mpsc::channel(4);
+            let watcher = NetWatcher::start(tx).unwrap();
+            let ip = |args: &[&str]| {
+                let status = std::process::Command::new("ip").args(args).status().unwrap();
+                assert!(status.success(), "ip {args:?}");
+            };
+            ip(&["link", "set", "lo", "up"]);
+            ip(&["addr", "add", "192.0.2.5/24", "dev", "lo"]);
+            let heard = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+            assert_eq!(heard.expect("no announcement within 10 s"), Some(()));
+            watcher.stop().await;
         });
-        inside.join().unwrap();
     }
 }

@@ -259,7 +259,7 @@ fn drain(engine: &mut Engine, udp: &mut Udp, tun: &mut TunDevice, transmits: &mu
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use tokio::sync::{mpsc, oneshot};
     use trellis_protocol::{OverlayIp, OverlayNet, PublicKey};
@@ -267,10 +267,20 @@ mod tests {
 
     use super::super::{Command, Dataplane, DataplaneConfig};
 
-    use crate::daemon::tests_support::{own_network_namespace, privileged};
+    use crate::daemon::tests_support::{in_own_network_namespace, privileged, wait_until_interface_gone};
 
     fn interface_addresses(name: &str) -> Vec<IpAddr> {
         if_addrs::get_if_addrs().unwrap().into_iter().filter(|i| i.name == name).map(|i| i.ip()).collect()
+    }
+
+    fn config(my_ip: OverlayIp, tun_name: &str) -> DataplaneConfig {
+        DataplaneConfig {
+            secret: StaticSecret::from([7; 32]),
+            my_ip,
+            range: OverlayNet::DEFAULT,
+            tun_name: tun_name.into(),
+            port: 0,
+        }
     }
 
     /// The data plane's thread brings its TUN device up, answers commands (through the
@@ -281,46 +291,27 @@ mod tests {
         if !privileged("the data plane test") {
             return;
         }
-        let inside = std::thread::spawn(|| {
-            own_network_namespace();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                let my_ip = OverlayIp("100.64.0.7".parse().unwrap());
-                let stranger = PublicKey::from_bytes([9; 32]);
-                for round in 0..2 {
-                    let (outputs, _outputs_rx) = mpsc::channel(16);
-                    let config = DataplaneConfig {
-                        secret: StaticSecret::from([7; 32]),
-                        my_ip,
-                        range: OverlayNet::DEFAULT,
-                        tun_name: "trtest0".into(),
-                        port: 0,
-                    };
-                    let dataplane = Dataplane::start(config, outputs).await.unwrap();
-                    assert_eq!(interface_addresses("trtest0"), vec![IpAddr::V4(my_ip.0)], "round {round}");
-                    // An answer, not a dropped reply: the thread woke for the command.
-                    let (reply, answer) = oneshot::channel();
-                    dataplane.handle.send(Command::Ping(stranger, reply)).await;
-                    let answer = tokio::time::timeout(Duration::from_secs(10), answer).await;
-                    let answer = answer.expect("no answer within 10 s").expect("the command was dropped");
-                    assert!(matches!(&answer, Err(e) if e.contains("no peer")), "round {round}: {answer:?}");
-                    drop(dataplane);
-                    // The thread closed the device before the drop returned, but a child
-                    // process that another test forks in that moment holds a copy of the
-                    // descriptor until its `exec`, and the interface goes with the last
-                    // copy: hence a deadline rather than at once.
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while !interface_addresses("trtest0").is_empty() {
-                        assert!(
-                            Instant::now() < deadline,
-                            "round {round}: the TUN outlived its data plane by 10 s"
-                        );
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            });
+        in_own_network_namespace(|| async {
+            let my_ip = OverlayIp("100.64.0.7".parse().unwrap());
+            let stranger = PublicKey::from_bytes([9; 32]);
+            for round in 0..2 {
+                let (outputs, _outputs_rx) = mpsc::channel(16);
+                let dataplane = Dataplane::start(config(my_ip, "trtest0"), outputs).await.unwrap();
+                assert_eq!(interface_addresses("trtest0"), vec![IpAddr::V4(my_ip.0)], "round {round}");
+                // An answer, not a dropped reply: the thread woke for the command.
+                let (reply, answer) = oneshot::channel();
+                dataplane.handle.send(Command::Ping(stranger, reply)).await;
+                let answer = tokio::time::timeout(Duration::from_secs(10), answer).await;
+                let answer = answer.expect("no answer within 10 s").expect("the command was dropped");
+                assert!(matches!(&answer, Err(e) if e.contains("no peer")), "round {round}: {answer:?}");
+                // The thread closed the device before the drop returned.
+                drop(dataplane);
+                wait_until_interface_gone(
+                    "trtest0",
+                    &format!("round {round}: the TUN outlived its data plane"),
+                );
+            }
         });
-        inside.join().unwrap();
     }
 
     /// A panic in the loop is caught and reported with its message, and the TUN device
@@ -330,32 +321,17 @@ mod tests {
         if !privileged("the data plane panic test") {
             return;
         }
-        let inside = std::thread::spawn(|| {
-            own_network_namespace();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                let (outputs, _outputs_rx) = mpsc::channel(16);
-                let config = DataplaneConfig {
-                    secret: StaticSecret::from([7; 32]),
-                    my_ip: OverlayIp("100.64.0.9".parse().unwrap()),
-                    range: OverlayNet::DEFAULT,
-                    tun_name: "trpanic0".into(),
-                    port: 0,
-                };
-                let mut dataplane = Dataplane::start(config, outputs).await.unwrap();
-                dataplane.handle.send(Command::Panic).await;
-                let reason = tokio::time::timeout(Duration::from_secs(10), &mut dataplane.exited)
-                    .await
-                    .expect("no exit reported within 10 s")
-                    .expect("the loop ended without a reason");
-                assert!(reason.contains("asked to panic by a test"), "{reason}");
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !interface_addresses("trpanic0").is_empty() {
-                    assert!(Instant::now() < deadline, "the TUN outlived its panicked loop by 10 s");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            });
+        in_own_network_namespace(|| async {
+            let (outputs, _outputs_rx) = mpsc::channel(16);
+            let config = config(OverlayIp("100.64.0.9".parse().unwrap()), "trpanic0");
+            let mut dataplane = Dataplane::start(config, outputs).await.unwrap();
+            dataplane.handle.send(Command::Panic).await;
+            let reason = tokio::time::timeout(Duration::from_secs(10), &mut dataplane.exited)
+                .await
+                .expect("no exit reported within 10 s")
+                .expect("the loop ended without a reason");
+            assert!(reason.contains("asked to panic by a test"), "{reason}");
+            wait_until_interface_gone("trpanic0", "the TUN outlived its panicked loop");
         });
-        inside.join().unwrap();
     }
 }
